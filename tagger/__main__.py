@@ -1,0 +1,5 @@
+"""``python -m tagger``: the same app as the ``tagger`` command."""
+
+from tagger.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""Tensors from token lists, built in bulk, and length-bucketed batches.
+
+A split is encoded once into flat arrays over *word types*: each distinct token string
+gets a row of word id, casing id and character ids. A batch then gathers rows with
+NumPy indexing, and the character encoder runs once per distinct type in the batch
+instead of once per token position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tagger.vocab import PAD_ID, Vocab
+
+# Long tokens (URLs, hashes) keep their first characters for the character encoder;
+# the word itself and its tag are never dropped.
+MAX_WORD_CHARS = 30
+CASINGS = (
+    "<pad>",
+    "other",
+    "numeric",
+    "mostly_numeric",
+    "lower",
+    "upper",
+    "title",
+    "has_digit",
+    "mixed",
+)
+
+
+def casing(word: str) -> int:
+    """A small casing class (index into ``CASINGS``); word embeddings are lower-cased."""
+    digits = sum(c.isdigit() for c in word)
+    if word.isdigit():
+        return 2
+    if digits / len(word) > 0.5:
+        return 3
+    if word.islower():
+        return 4
+    if word.isupper():
+        return 5
+    if word[0].isupper():
+        return 6
+    if digits:
+        return 7
+    if any(c.isalpha() for c in word):
+        return 8
+    return 1
+
+
+@dataclass
+class Encoded:
+    """A list of sentences as flat arrays (``n_tokens`` long) over a type table."""
+
+    type_ids: np.ndarray  # (n_tokens,) row in the type table
+    offsets: np.ndarray  # (n_sentences + 1,) sentence i is type_ids[offsets[i]:offsets[i+1]]
+    tag_ids: np.ndarray | None  # (n_tokens,) or None when unlabelled
+    type_words: np.ndarray  # (n_types,) word id
+    type_casing: np.ndarray  # (n_types,) casing id
+    type_chars: np.ndarray  # (n_types, max_chars) char ids, PAD-padded
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+@dataclass
+class Batch:
+    """Padded tensors for one batch; shapes use B = batch, T = longest sentence, U = types."""
+
+    word_ids: torch.Tensor  # (B, T)
+    casing_ids: torch.Tensor  # (B, T)
+    char_ids: torch.Tensor  # (U, C) characters of each distinct type in the batch
+    type_index: torch.Tensor  # (B, T) row of char_ids for each position
+    lengths: torch.Tensor  # (B,) on the CPU, as pack_padded_sequence wants
+    mask: torch.Tensor  # (B, T) bool
+    tags: torch.Tensor | None  # (B, T), 0 at padding
+    index: np.ndarray  # (B,) sentence numbers in the encoded split
+
+    def to(self, device: torch.device) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(
+            move(self.word_ids),
+            move(self.casing_ids),
+            move(self.char_ids),
+            move(self.type_index),
+            self.lengths,
+            move(self.mask),
+            move(self.tags),
+            self.index,
+        )
+
+
+def encode(
+    vocab: Vocab, sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None = None
+) -> Encoded:
+    """Encode token lists (and tag lists) once, before any batching."""
+    table: dict[str, int] = {}
+    type_ids = np.fromiter(
+        (table.setdefault(tok, len(table)) for toks in sentences for tok in toks), dtype=np.int64
+    )
+    offsets = np.zeros(len(sentences) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in sentences], out=offsets[1:])
+    types = list(table)
+    type_chars = np.zeros(
+        (len(types), max(1, min(MAX_WORD_CHARS, max(map(len, types), default=1)))), np.int64
+    )
+    for row, word in enumerate(types):
+        ids = vocab.char_ids(word[:MAX_WORD_CHARS])
+        type_chars[row, : len(ids)] = ids
+    tag_ids = None
+    if tags is not None:
+        tag_ids = np.fromiter(
+            (i for tag_list in tags for i in vocab.label_ids(tag_list)), dtype=np.int64
+        )
+    return Encoded(
+        type_ids=type_ids,
+        offsets=offsets,
+        tag_ids=tag_ids,
+        type_words=np.fromiter((vocab.word_id(w) for w in types), np.int64, len(types)),
+        type_casing=np.fromiter((casing(w) for w in types), np.int64, len(types)),
+        type_chars=type_chars,
+    )
+
+
+def make_batch(enc: Encoded, index: np.ndarray) -> Batch:
+    """Gather and pad the sentences ``index`` of an encoded split."""
+    starts, lengths = enc.offsets[index], enc.lengths[index]
+    width = int(lengths.max())
+    positions = np.arange(width)
+    mask = positions[None, :] < lengths[:, None]
+    flat = np.where(mask, starts[:, None] + positions[None, :], 0)
+    types = np.where(mask, enc.type_ids[flat], -1)
+    uniq, inverse = np.unique(types[mask], return_inverse=True)
+    type_index = np.zeros_like(types)
+    type_index[mask] = inverse
+    char_ids = enc.type_chars[uniq]
+    char_ids = char_ids[:, : max(1, int((char_ids != PAD_ID).sum(1).max(initial=1)))]
+    word_ids = np.where(mask, enc.type_words[types], PAD_ID)
+    casing_ids = np.where(mask, enc.type_casing[types], 0)
+    tags = None
+    if enc.tag_ids is not None:
+        tags = torch.from_numpy(np.where(mask, enc.tag_ids[flat], 0))
+    return Batch(
+        word_ids=torch.from_numpy(word_ids),
+        casing_ids=torch.from_numpy(casing_ids),
+        char_ids=torch.from_numpy(np.ascontiguousarray(char_ids)),
+        type_index=torch.from_numpy(type_index),
+        lengths=torch.from_numpy(lengths),
+        mask=torch.from_numpy(mask),
+        tags=tags,
+        index=index,
+    )
+
+
+def bucket_batches(
+    enc: Encoded,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    rng: np.random.Generator | None = None,
+) -> Iterator[Batch]:
+    """Batches of sentences of similar length (little padding).
+
+    With ``shuffle``, lengths get a little noise before sorting and the batch order is
+    shuffled, so batches differ between epochs but stay tight.
+    """
+    lengths = enc.lengths.astype(np.float64)
+    if shuffle:
+        rng = rng or np.random.default_rng()
+        lengths = lengths + rng.uniform(0, 2, size=len(lengths))
+    order = np.argsort(lengths, kind="stable")
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle:
+        rng.shuffle(chunks)
+    for chunk in chunks:
+        yield make_batch(enc, chunk)

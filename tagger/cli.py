@@ -1,0 +1,323 @@
+"""The ``tagger`` command: a thin typer layer over the Python API.
+
+Heavy libraries (torch, spaCy, datasets) are imported inside the commands so that
+``tagger --help`` starts fast. A ``TaggerError`` becomes one ``error:`` line and exit 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tagger.config import DEFAULT_MODEL_DIR
+from tagger.errors import TaggerError
+
+app = typer.Typer(
+    help="Train, evaluate and run recurrent named-entity taggers (CoNLL data, spaCy tokenization).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Cell(str, Enum):
+    rnn = "rnn"
+    lstm = "lstm"
+    gru = "gru"
+
+
+class Decoder(str, Enum):
+    softmax = "softmax"
+    crf = "crf"
+
+
+class CharEncoder(str, Enum):
+    cnn = "cnn"
+    lstm = "lstm"
+    none = "none"
+
+
+class Scheme(str, Enum):
+    IOB2 = "IOB2"
+    BIOES = "BIOES"
+
+
+class Format(str, Enum):
+    conll = "conll"
+    jsonl = "jsonl"
+
+
+def user_errors(command):
+    """Turn ``TaggerError`` into one ``error: ...`` line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TaggerError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Hub id (e.g. conll2003), folder of CoNLL files (train.txt, dev.txt, test.txt) "
+        "or a training file. Default: the bundled corpus.",
+    ),
+]
+DevOpt = Annotated[Path | None, typer.Option(help="CoNLL file for the validation split.")]
+TestOpt = Annotated[Path | None, typer.Option(help="CoNLL file for the test split.")]
+RevisionOpt = Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")]
+EncodingOpt = Annotated[str | None, typer.Option(help="Text encoding of the input files.")]
+TagColumnOpt = Annotated[
+    int | None, typer.Option(help="Column holding the tag (0-based; -1 = last).")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="auto, cpu, cuda or cuda:N (auto = GPU when present).")
+]
+
+
+@app.command()
+@user_errors
+def train(
+    data: DataOpt = None,
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help=f"Model folder [default: {DEFAULT_MODEL_DIR}]."),
+    ] = None,
+    cell: Annotated[Cell | None, typer.Option(help="Recurrent cell [default: lstm].")] = None,
+    decoder: Annotated[
+        Decoder | None, typer.Option(help="Output layer [default: softmax].")
+    ] = None,
+    char_encoder: Annotated[
+        CharEncoder | None, typer.Option(help="Character features [default: cnn].")
+    ] = None,
+    scheme: Annotated[
+        Scheme | None, typer.Option(help="Tag scheme to train in [default: IOB2].")
+    ] = None,
+    hidden_size: Annotated[
+        int | None, typer.Option(help="RNN units per direction [default: 200].")
+    ] = None,
+    num_layers: Annotated[int | None, typer.Option(help="Stacked RNN layers [default: 1].")] = None,
+    bidirectional: Annotated[
+        bool | None,
+        typer.Option("--bidirectional/--unidirectional", help="[default: bidirectional]"),
+    ] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout [default: 0.5].")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Sentences per batch [default: 32].")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.002].")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Most epochs [default: 30].")] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many epochs without dev gain [default: 5]."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: 13].")] = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+    encoding: EncodingOpt = None,
+    tag_column: TagColumnOpt = None,
+    unseen_labels: Annotated[
+        str | None,
+        typer.Option(help="Dev/test labels unseen in train: 'error' or 'O' (map to O)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON file of config keys; flags given here override it.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a tagger and save it to a model folder (the bundled corpus by default)."""
+    from tagger.config import TrainConfig
+    from tagger.training import train as run
+
+    base = TrainConfig.from_file(config) if config else TrainConfig()
+    flags = {
+        "data": data,
+        "dev": dev,
+        "test": test,
+        "output": output,
+        "cell": cell,
+        "decoder": decoder,
+        "char_encoder": char_encoder,
+        "scheme": scheme,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "bidirectional": bidirectional,
+        "dropout": dropout,
+        "batch_size": batch_size,
+        "lr": lr,
+        "max_epochs": max_epochs,
+        "patience": patience,
+        "seed": seed,
+        "device": device,
+        "revision": revision,
+        "encoding": encoding,
+        "tag_column": tag_column,
+        "unseen_labels": unseen_labels,
+    }
+    given = {k: _plain(v) for k, v in flags.items() if v is not None}
+    if overwrite:
+        given["overwrite"] = True
+    run(TrainConfig.from_dict({**base.to_dict(), **given}), progress=not quiet)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="Data source (as for train). Default: what the model was trained on."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to score: train, validation or test.")] = "test",
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    strict: Annotated[bool, typer.Option(help="seqeval strict IOB2 mode.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+    encoding: EncodingOpt = None,
+    tag_column: TagColumnOpt = None,
+) -> None:
+    """Score a model on a data split: per-type precision, recall, F1 (seqeval)."""
+    from tagger.evaluation import evaluate as run
+    from tagger.evaluation import format_report
+    from tagger.predict import Tagger
+
+    tagger = Tagger.load(model, device=device or "auto")
+    cfg = tagger.config
+    source = data if data is not None else cfg.data
+    scores = run(
+        tagger,
+        source,
+        split=split,
+        strict=strict,
+        dev=dev if data is not None or dev else cfg.dev,
+        test=test if data is not None or test else cfg.test,
+        revision=revision or (cfg.revision if data is None else None),
+        encoding=encoding or cfg.encoding,
+        tag_column=tag_column if tag_column is not None else cfg.tag_column,
+        unseen_labels="error",
+    )
+    if as_json:
+        typer.echo(json.dumps(scores, indent=2))
+    else:
+        typer.echo(
+            f"{model} on {source or 'the bundled corpus'} ({split}, {scores['mode']} mode)\n"
+        )
+        typer.echo(format_report(scores))
+
+
+@app.command()
+@user_errors
+def predict(
+    input: Annotated[str, typer.Argument(help="Text file to tag, or - for standard input.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")] = Path(
+        DEFAULT_MODEL_DIR
+    ),
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format", "-f", help="conll: token and tag per line; jsonl: a record per line."
+        ),
+    ] = Format.jsonl,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output file (default: standard output)."),
+    ] = None,
+    pretokenized: Annotated[
+        bool, typer.Option(help="Input is one token per line, blank line between sentences.")
+    ] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the input.")] = "utf-8",
+    device: DeviceOpt = None,
+) -> None:
+    """Tag raw text (tokenized with spaCy) or pre-tokenized text, streaming."""
+    from tagger.predict import Tagger, predict_lines, read_lines, write_atomic
+
+    tagger = Tagger.load(model, device=device or "auto")
+    chunks = predict_lines(tagger, read_lines(input, encoding), fmt.value, pretokenized)
+    write_atomic(chunks, output)
+
+
+@app.command("data")
+@user_errors
+def data_report(
+    source: Annotated[
+        str | None,
+        typer.Argument(help="Hub id, folder or CoNLL file (default: bundled corpus)."),
+    ] = None,
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    revision: RevisionOpt = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+    tag_column: Annotated[int, typer.Option(help="Column holding the tag (-1 = last).")] = -1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a corpus before training: sizes, mentions per type, scheme, labels."""
+    from tagger.data import read_source, report
+
+    corpus = read_source(
+        source, dev=dev, test=test, revision=revision, tag_column=tag_column, encoding=encoding
+    )
+    rep = report(corpus)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2))
+        return
+    types = sorted({t for row in rep["splits"].values() for t in row["mentions"]})
+    header = ["split", "sentences", "tokens", *types, "mentions", "scheme"]
+    rows = [
+        [
+            split,
+            f"{row['sentences']:,}",
+            f"{row['tokens']:,}",
+            *(f"{row['mentions'].get(t, 0):,}" for t in types),
+            f"{row['total_mentions']:,}",
+            row["scheme"],
+        ]
+        for split, row in rep["splits"].items()
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        typer.echo(
+            "  ".join(
+                c.ljust(w) if i in (0, len(r) - 1) else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths))
+            )
+        )
+    typer.echo("")
+    for split, row in rep["splits"].items():
+        typer.echo(f"{split}: {row['source']}")
+    labels = sorted({t for row in rep["splits"].values() for t in row["labels"]})
+    typer.echo(f"scheme: {rep['scheme']} (normalised to IOB2 for training)")
+    typer.echo(f"labels ({len(labels)}): {' '.join(labels)}")
+
+
+def _plain(value):
+    """Enum members and paths as the plain JSON values the config holds."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def main() -> None:
+    app()

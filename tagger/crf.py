@@ -1,0 +1,122 @@
+"""Linear-chain CRF with scheme constraints: log-likelihood, Viterbi, marginals.
+
+Shapes: ``emissions`` (batch, seq_len, num_tags), ``tags`` and ``mask`` (batch, seq_len),
+batch first; every sequence has at least one token and its mask is a prefix of ones.
+All loops run over time steps only; each step is one batched tensor operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tagger import schemes
+
+# Added to forbidden transitions: large enough that no path through one can win or
+# carry probability mass, finite so gradients stay clean.
+FORBIDDEN = -1e4
+
+
+def constraint_masks(labels: Sequence[str], scheme: str) -> tuple[torch.Tensor, ...]:
+    """Boolean ``(start (K,), transitions (K, K) [from, to], end (K,))`` of allowed moves."""
+    k = len(labels)
+    start = torch.tensor([schemes.allowed_transition(None, t, scheme) for t in labels])
+    trans = torch.tensor(
+        [[schemes.allowed_transition(a, b, scheme) for b in labels] for a in labels]
+    ).reshape(k, k)
+    end = torch.tensor([schemes.allowed_end(t, scheme) for t in labels])
+    return start, trans, end
+
+
+class CRF(nn.Module):
+    """CRF over ``num_tags`` labels; ``labels``/``scheme`` forbid invalid transitions."""
+
+    def __init__(self, labels: Sequence[str], scheme: str = "IOB2") -> None:
+        super().__init__()
+        k = len(labels)
+        self.num_tags = k
+        self.start_transitions = nn.Parameter(torch.zeros(k))
+        self.transitions = nn.Parameter(torch.zeros(k, k))
+        self.end_transitions = nn.Parameter(torch.zeros(k))
+        start, trans, end = constraint_masks(labels, scheme)
+        penalty = lambda allowed: torch.where(allowed, 0.0, FORBIDDEN)  # noqa: E731
+        # Derived from the labels, so not saved with the weights.
+        self.register_buffer("start_penalty", penalty(start), persistent=False)
+        self.register_buffer("trans_penalty", penalty(trans), persistent=False)
+        self.register_buffer("end_penalty", penalty(end), persistent=False)
+
+    def _scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (
+            self.start_transitions + self.start_penalty,
+            self.transitions + self.trans_penalty,
+            self.end_transitions + self.end_penalty,
+        )
+
+    def log_likelihood(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Log p(tags | emissions) per sequence: shape (batch,)."""
+        return self._path_score(emissions, tags, mask) - self.log_partition(emissions, mask)
+
+    def _path_score(self, emissions, tags, mask) -> torch.Tensor:
+        start, trans, end = self._scores()
+        maskf = mask.to(emissions.dtype)
+        emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
+        step = trans[tags[:, :-1], tags[:, 1:]]  # (B, T-1)
+        last = tags.gather(1, (mask.sum(1) - 1).unsqueeze(1)).squeeze(1)  # (B,)
+        return start[tags[:, 0]] + (emit * maskf).sum(1) + (step * maskf[:, 1:]).sum(1) + end[last]
+
+    def _alphas(self, emissions, mask) -> list[torch.Tensor]:
+        """Forward variables per step, each (B, K); padding steps carry the last value."""
+        start, trans, _ = self._scores()
+        alpha = start + emissions[:, 0]
+        alphas = [alpha]
+        for t in range(1, emissions.size(1)):
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t, None], nxt, alpha)
+            alphas.append(alpha)
+        return alphas
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z per sequence, shape (batch,), by the forward algorithm in log space."""
+        _, _, end = self._scores()
+        return torch.logsumexp(self._alphas(emissions, mask)[-1] + end, dim=1)
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """p(tag_t = k | emissions), shape (batch, seq_len, num_tags); 0 at padding."""
+        _, trans, end = self._scores()
+        alphas = self._alphas(emissions, mask)
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)
+        beta = end.expand_as(alphas[0])
+        betas = [beta]
+        for t in range(emissions.size(1) - 2, -1, -1):
+            nxt = torch.logsumexp(trans + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+            beta = torch.where(mask[:, t + 1, None], nxt, end.expand_as(nxt))
+            betas.append(beta)
+        betas.reverse()
+        log_marg = torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z[:, None, None]
+        return log_marg.exp() * mask.unsqueeze(2)
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Best tag sequence per sentence (Viterbi), shape (batch, seq_len); 0 at padding."""
+        start, trans, end = self._scores()
+        batch, seq_len, k = emissions.shape
+        score = start + emissions[:, 0]
+        identity = torch.arange(k, device=emissions.device).expand(batch, k)
+        history = []
+        for t in range(1, seq_len):
+            best, back = (score.unsqueeze(2) + trans).max(dim=1)
+            keep = mask[:, t, None]
+            score = torch.where(keep, best + emissions[:, t], score)
+            # Past a sentence's end the back-pointer is the identity, so the best last
+            # tag is carried back unchanged to the sentence's real last position.
+            history.append(torch.where(keep, back, identity))
+        tag = (score + end).argmax(dim=1)
+        path = [tag]
+        for back in reversed(history):
+            tag = back.gather(1, tag.unsqueeze(1)).squeeze(1)
+            path.append(tag)
+        path.reverse()
+        return torch.stack(path, 1) * mask

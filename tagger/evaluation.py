@@ -1,0 +1,89 @@
+"""Entity-level scores with seqeval (default conlleval-style mode, or strict IOB2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+AVERAGES = ("micro avg", "macro avg", "weighted avg")
+
+
+def score(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], strict: bool = False
+) -> dict:
+    """Precision / recall / F1 (micro), macro F1 and per-type scores, as plain floats.
+
+    Both sides must be IOB2. ``strict`` uses seqeval's strict IOB2 mode, where an
+    invalid sequence such as ``O I-PER`` is no mention at all.
+    """
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    options = {"mode": "strict", "scheme": IOB2} if strict else {}
+    report = classification_report(
+        [list(g) for g in gold],
+        [list(p) for p in pred],
+        output_dict=True,
+        zero_division=0,
+        **options,
+    )
+    per_type = {
+        etype: {
+            "precision": float(row["precision"]),
+            "recall": float(row["recall"]),
+            "f1": float(row["f1-score"]),
+            "support": int(row["support"]),
+        }
+        for etype, row in report.items()
+        if etype not in AVERAGES
+    }
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    return {
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "f1": float(micro["f1-score"]),
+        "macro_f1": float(report.get("macro avg", {"f1-score": 0.0})["f1-score"]),
+        "support": sum(row["support"] for row in per_type.values()),
+        "per_type": per_type,
+        "mode": "strict" if strict else "default",
+    }
+
+
+def format_report(scores: dict) -> str:
+    """A seqeval-style table in percent, with micro and macro rows."""
+    lines = [f"{'':>10} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>10}"]
+    for etype, row in scores["per_type"].items():
+        lines.append(
+            f"{etype:>10} {100 * row['precision']:10.2f} {100 * row['recall']:10.2f} "
+            f"{100 * row['f1']:10.2f} {row['support']:10d}"
+        )
+    lines.append("")
+    lines.append(
+        f"{'micro':>10} {100 * scores['precision']:10.2f} {100 * scores['recall']:10.2f} "
+        f"{100 * scores['f1']:10.2f} {scores['support']:10d}"
+    )
+    lines.append(f"{'macro':>10} {'':>10} {'':>10} {100 * scores['macro_f1']:10.2f}")
+    return "\n".join(lines)
+
+
+def evaluate(model, data=None, split: str = "test", strict: bool = False, **load_options) -> dict:
+    """Score a model (a ``Tagger`` or its folder) on a split of ``data``.
+
+    ``data``: a ``DatasetDict``, a ``Dataset``, or a source for ``load_data`` (the
+    bundled corpus when ``None``); ``load_options`` go to ``load_data``.
+    """
+    import datasets
+
+    from tagger.data import decoded_tags, load_data
+    from tagger.errors import TaggerError
+    from tagger.predict import Tagger
+
+    tagger = model if isinstance(model, Tagger) else Tagger.load(model)
+    if not isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
+        data = load_data(data, **load_options)
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise TaggerError(f"no {split!r} split in the data (splits: {', '.join(data)})")
+        data = data[split]
+    gold = decoded_tags(data)
+    tagger.vocab.label_ids(t for tags in gold for t in tags)  # unknown labels: clear error
+    return score(gold, tagger.predict(data["tokens"]), strict=strict)

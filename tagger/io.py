@@ -1,0 +1,165 @@
+"""Model folders: ``config.json``, ``vocab.json``, ``model.safetensors``, ``metrics.json``.
+
+Folders are written whole into a temporary sibling and renamed into place, so a crash
+never leaves a half-written model and an existing one is only replaced when asked.
+Loading checks the format version, the weights' checksum and their shapes; nothing is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tagger.config import FORMAT_VERSION, TrainConfig
+from tagger.errors import TaggerError
+from tagger.vocab import Vocab
+
+CONFIG, VOCAB, WEIGHTS, METRICS, EPOCHS = (
+    "config.json",
+    "vocab.json",
+    "model.safetensors",
+    "metrics.json",
+    "epochs.jsonl",
+)
+
+
+@dataclass
+class ModelFiles:
+    """What a model folder holds, in memory."""
+
+    config: TrainConfig
+    vocab: Vocab
+    state: dict[str, torch.Tensor]
+    metrics: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # fingerprint and sizes of the training data
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def save_model(path: str | Path, files: ModelFiles, overwrite: bool = False) -> Path:
+    """Write a model folder atomically; refuses to replace one unless ``overwrite``."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise TaggerError(f"{path} already exists; pass --overwrite to replace it")
+    weights = save({k: v.detach().cpu().contiguous() for k, v in files.state.items()})
+    header = {
+        "format_version": FORMAT_VERSION,
+        "tagger_version": _version(),
+        "labels": files.vocab.labels,
+        "scheme": files.config.scheme,
+        "config": files.config.to_dict(),
+        "data": files.data,
+        "scores": {k: files.metrics.get(k) for k in ("best_epoch", "dev_f1", "test_f1")},
+        "weights": {
+            "file": WEIGHTS,
+            "sha256": hashlib.sha256(weights).hexdigest(),
+            "values": sum(v.numel() for v in files.state.values()),
+        },
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            (tmp / WEIGHTS).write_bytes(weights)
+            (tmp / VOCAB).write_text(_json(files.vocab.to_dict()), encoding="utf-8")
+            (tmp / METRICS).write_text(_json(files.metrics), encoding="utf-8")
+            epochs = files.metrics.get("epochs", [])
+            (tmp / EPOCHS).write_text(
+                "".join(json.dumps(e) + "\n" for e in epochs), encoding="utf-8"
+            )
+            (tmp / CONFIG).write_text(_json(header), encoding="utf-8")  # last: marks complete
+            _replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except OSError as err:
+        raise TaggerError(f"cannot write the model to {path}: {err.strerror or err}") from None
+    return path
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``; an old ``dst`` is set aside first and removed last."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+    os.replace(dst, old / dst.name)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        os.replace(old / dst.name, dst)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_header(path: str | Path) -> dict:
+    """``config.json`` of a model folder, after checking it is one of ours and current."""
+    path = Path(path)
+    if not path.exists():
+        raise TaggerError(f"{path}: no such model folder; train one with `tagger train`")
+    if not (path / CONFIG).is_file():
+        raise TaggerError(f"{path} is not a tagger model folder (no {CONFIG})")
+    try:
+        header = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TaggerError(f"{path / CONFIG}: not valid JSON ({err})") from None
+    version = header.get("format_version") if isinstance(header, dict) else None
+    if version != FORMAT_VERSION:
+        raise TaggerError(
+            f"{path} has model format version {version}; this tagger "
+            f"({_version()}) reads version {FORMAT_VERSION}: retrain the model or use the "
+            f"tagger release that wrote it ({header.get('tagger_version', 'unknown')})"
+        )
+    return header
+
+
+def load_model(path: str | Path) -> ModelFiles:
+    """Read and check a model folder (format version, checksum, vocab/weights sizes)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    header = read_header(path)
+    config = TrainConfig.from_dict(header["config"], where=str(path / CONFIG))
+    try:
+        vocab = Vocab.from_dict(json.loads((path / VOCAB).read_text(encoding="utf-8")))
+        weights = (path / WEIGHTS).read_bytes()
+        metrics_file = path / METRICS
+        metrics = (
+            json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.exists() else {}
+        )
+    except FileNotFoundError as err:
+        raise TaggerError(f"{path}: missing {Path(err.filename).name}") from None
+    except json.JSONDecodeError as err:
+        raise TaggerError(f"{path}: a JSON file is not valid ({err})") from None
+    if hashlib.sha256(weights).hexdigest() != header["weights"]["sha256"]:
+        raise TaggerError(
+            f"{path / WEIGHTS} does not match the checksum in {CONFIG}: the file is truncated "
+            f"or was changed after training"
+        )
+    try:
+        state = load(weights)
+    except SafetensorError as err:
+        raise TaggerError(f"{path / WEIGHTS}: not a readable safetensors file ({err})") from None
+    if vocab.labels != header["labels"]:
+        raise TaggerError(f"{path}: the labels in {VOCAB} and {CONFIG} differ")
+    return ModelFiles(config, vocab, state, metrics, header.get("data", {}))
+
+
+def _version() -> str:
+    from tagger import __version__
+
+    return __version__

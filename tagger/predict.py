@@ -1,0 +1,325 @@
+"""A trained tagger in use: token lists or raw text in, tags and entity spans out.
+
+Raw text is tokenized by a blank spaCy pipeline of the model's language plus a
+sentencizer; files are read, tagged and written in chunks so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tagger import schemes
+from tagger.batching import Encoded, bucket_batches, encode
+from tagger.config import TrainConfig
+from tagger.errors import TaggerError
+from tagger.io import ModelFiles, load_model, save_model
+from tagger.model import SequenceTagger
+from tagger.runtime import resolve_device
+from tagger.vocab import Vocab
+
+FORMATS = ("conll", "jsonl")
+CHUNK_LINES = 2000  # input lines tokenized and tagged together when streaming
+
+
+class Tagger:
+    """A model with its vocabulary and config: what ``Tagger.load(folder)`` returns."""
+
+    def __init__(
+        self,
+        model: SequenceTagger,
+        config: TrainConfig,
+        vocab: Vocab,
+        metrics: dict | None = None,
+        data: dict | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.vocab = vocab
+        self.metrics = metrics or {}
+        self.data = data or {}
+        self._labels = np.array(vocab.labels, dtype=object)
+        self._nlp = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> Tagger:
+        files = load_model(path)
+        model = SequenceTagger(files.config, files.vocab)
+        try:
+            model.load_state_dict(files.state)
+        except RuntimeError as err:
+            reason = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+            raise TaggerError(
+                f"{path}: the weights do not fit the config and vocabulary: {reason}"
+            ) from None
+        return cls(
+            model.to(resolve_device(device)), files.config, files.vocab, files.metrics, files.data
+        )
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        files = ModelFiles(
+            self.config, self.vocab, self.model.state_dict(), self.metrics, self.data
+        )
+        return save_model(path, files, overwrite)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def entity_types(self) -> list[str]:
+        return sorted({schemes.parse_tag(t)[1] for t in self.vocab.labels if t != schemes.OUTSIDE})
+
+    # ------------------------------------------------------------------ tokens
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256) -> list[list[str]]:
+        """Valid IOB2 tags for each token list (an empty list gives an empty list)."""
+        return self.predict_with_scores(sentences, batch_size, scores=False)[0]
+
+    def predict_with_scores(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 256, scores: bool = True
+    ) -> tuple[list[list[str]], list[np.ndarray] | None]:
+        """IOB2 tags and, with ``scores``, each token's probability of its tag.
+
+        The probability is the CRF marginal, or the softmax probability.
+        """
+        keep = [i for i, s in enumerate(sentences) if len(s)]
+        tags: list[list[str]] = [[] for _ in sentences]
+        probs: list[np.ndarray] | None = [np.zeros(0) for _ in sentences] if scores else None
+        if not keep:
+            return tags, probs
+        enc = encode(self.vocab, [sentences[i] for i in keep])
+        ids, best = decode_all(self.model, enc, batch_size, self.device, scores)
+        for n, i in enumerate(keep):
+            labels = self._labels[ids[n]].tolist()
+            tags[i] = schemes.to_iob2(labels)  # valid IOB2 whatever the scheme or decoder
+            if scores:
+                probs[i] = best[n]
+        return tags, probs
+
+    # ------------------------------------------------------------------ text
+
+    @property
+    def nlp(self):
+        """The spaCy pipeline that tokenizes raw text: blank language + sentencizer."""
+        if self._nlp is None:
+            import spacy
+
+            nlp = spacy.blank(self.config.lang)
+            nlp.add_pipe("sentencizer")
+            nlp.max_length = 10**8  # tokenizer and sentencizer only: no memory blow-up
+            self._nlp = nlp
+        return self._nlp
+
+    def tag_docs(self, docs: Sequence) -> list[list[tuple[int, int, str]]]:
+        """Entity spans ``(start_char, end_char, label)`` for each spaCy ``Doc``."""
+        sentences, owners = [], []
+        for d, doc in enumerate(docs):
+            for sent in doc.sents:
+                tokens = [t for t in sent if not t.is_space]
+                if tokens:
+                    sentences.append(tokens)
+                    owners.append(d)
+        tags = self.predict([[t.text for t in s] for s in sentences])
+        found: list[list[tuple[int, int, str]]] = [[] for _ in docs]
+        for tokens, tag_list, d in zip(sentences, tags, owners):
+            for start, end, label in schemes.spans(tag_list):
+                last = tokens[end - 1]
+                found[d].append((tokens[start].idx, last.idx + len(last.text), label))
+        return found
+
+    def predict_text(self, text: str) -> list[dict]:
+        """Entities in raw text: ``{"text", "label", "start", "end"}`` with character offsets."""
+        (spans,) = self.tag_docs([self.nlp(text)])
+        return [{"text": text[s:e], "label": label, "start": s, "end": e} for s, e, label in spans]
+
+
+def decode_all(
+    model: SequenceTagger,
+    enc: Encoded,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    scores: bool = False,
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Best label ids per sentence of an encoded split, in input order, and with
+    ``scores`` each chosen label's probability (CRF marginal or softmax)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ids: list[np.ndarray] = [None] * len(enc)
+    probs: list[np.ndarray] | None = [None] * len(enc) if scores else None
+    lengths = enc.lengths
+    with torch.inference_mode():
+        for batch in bucket_batches(enc, batch_size):
+            batch = batch.to(device)
+            emissions = model.emissions(batch)
+            best = model.decoder.decode(emissions, batch.mask)
+            rows = best.cpu().numpy()
+            if scores:
+                marg = model.decoder.marginals(emissions, batch.mask)
+                chosen = marg.gather(2, best.unsqueeze(2)).squeeze(2).float().cpu().numpy()
+            for row, sent in enumerate(batch.index):
+                ids[sent] = rows[row, : lengths[sent]]
+                if scores:
+                    probs[sent] = chosen[row, : lengths[sent]]
+    model.train(was_training)
+    return ids, probs
+
+
+# ---------------------------------------------------------------------- files
+
+
+def read_lines(source: str | Path, encoding: str = "utf-8") -> Iterator[str]:
+    """Lines of a file (``-`` = stdin) without line ends; bad bytes name line and offset."""
+    name = "<stdin>" if str(source) == "-" else str(source)
+    if name == "<stdin>":
+        stream = sys.stdin.buffer
+    else:
+        try:
+            stream = open(source, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise TaggerError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise TaggerError(f"{name}: is a folder, expected a text file") from None
+        except OSError as err:
+            raise TaggerError(f"{name}: cannot read: {err.strerror}") from None
+    offset = 0
+    try:
+        for lineno, raw in enumerate(stream, start=1):
+            if b"\x00" in raw:
+                raise TaggerError(f"{name}:{lineno}: contains NUL bytes; is this a binary file?")
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                raise TaggerError(
+                    f"{name}:{lineno}: byte 0x{raw[err.start]:02x} at offset {offset + err.start} "
+                    f"is not valid {encoding}; pass --encoding if the file uses another one"
+                ) from None
+            except LookupError:
+                raise TaggerError(f"unknown encoding {encoding!r}") from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
+            offset += len(raw)
+            yield line.rstrip("\r\n")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _pretokenized_sentences(lines: Iterable[str]) -> Iterator[list[str]]:
+    """One token per line, blank lines between sentences (CoNLL-like, first column)."""
+    tokens: list[str] = []
+    for line in lines:
+        fields = line.split()
+        if fields:
+            tokens.append(fields[0])
+        elif tokens:
+            yield tokens
+            tokens = []
+    if tokens:
+        yield tokens
+
+
+def predict_lines(
+    tagger: Tagger, lines: Iterable[str], fmt: str = "jsonl", pretokenized: bool = False
+) -> Iterator[str]:
+    """Tag a stream of input lines; yields output text chunk by chunk."""
+    if fmt not in FORMATS:
+        raise TaggerError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if pretokenized:
+        for chunk in _chunks(_pretokenized_sentences(lines), CHUNK_LINES):
+            tags = tagger.predict(chunk)
+            if fmt == "conll":
+                yield "".join(
+                    "".join(f"{t} {g}\n" for t, g in zip(toks, tg)) + "\n"
+                    for toks, tg in zip(chunk, tags)
+                )
+            else:
+                yield "".join(
+                    json.dumps(
+                        {
+                            "tokens": toks,
+                            "tags": tg,
+                            "entities": [
+                                {"text": " ".join(toks[s:e]), "label": lab, "start": s, "end": e}
+                                for s, e, lab in schemes.spans(tg)
+                            ],
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                    for toks, tg in zip(chunk, tags)
+                )
+        return
+    for chunk in _chunks(lines, CHUNK_LINES):
+        docs = list(tagger.nlp.pipe(chunk, batch_size=256))
+        if fmt == "jsonl":
+            spans = tagger.tag_docs(docs)
+            yield "".join(
+                json.dumps(
+                    {
+                        "text": line,
+                        "entities": [
+                            {"text": line[s:e], "label": lab, "start": s, "end": e}
+                            for s, e, lab in found
+                        ],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for line, found in zip(chunk, spans)
+            )
+        else:
+            sentences = [
+                [t.text for t in sent if not t.is_space] for doc in docs for sent in doc.sents
+            ]
+            sentences = [s for s in sentences if s]
+            tags = tagger.predict(sentences)
+            yield "".join(
+                "".join(f"{t} {g}\n" for t, g in zip(toks, tg)) + "\n"
+                for toks, tg in zip(sentences, tags)
+            )
+
+
+def write_atomic(chunks: Iterable[str], output: str | Path | None) -> None:
+    """Write chunks to ``output`` through a temporary file renamed at the end (or stdout)."""
+    if output is None or str(output) == "-":
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+        return
+    output = Path(output)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{output.name}.", suffix=".tmp", dir=output.parent or "."
+        )
+    except OSError as err:
+        raise TaggerError(f"cannot write {output}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.replace(tmp, output)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise TaggerError(f"cannot write {output}: {err.strerror or err}") from None
+        raise

@@ -1,0 +1,232 @@
+"""The training loop: data -> vocabulary -> model -> epochs with early stopping on dev F1."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tagger import schemes
+from tagger.batching import Encoded, bucket_batches, encode
+from tagger.config import TrainConfig
+from tagger.data import decoded_tags, load_data, tag_names
+from tagger.errors import TaggerError
+from tagger.evaluation import format_report, score
+from tagger.model import SequenceTagger
+from tagger.predict import Tagger, decode_all
+from tagger.runtime import resolve_device, seed_everything, set_threads
+from tagger.vocab import Vocab
+
+
+def fingerprint(tokens: list[list[str]], tags: list[list[str]]) -> str:
+    """sha256 of the training sentences and tags: which data a model saw."""
+    digest = hashlib.sha256()
+    for toks, tg in zip(tokens, tags):
+        digest.update(("\t".join(toks) + "\n" + "\t".join(tg) + "\n\n").encode("utf-8"))
+    return digest.hexdigest()
+
+
+def train(config: TrainConfig | None = None, *, progress: bool = True, **overrides) -> Path:
+    """Train a tagger and write its model folder; returns the folder's path.
+
+    ``overrides`` replace fields of ``config`` (``train(max_epochs=5, cell="gru")``).
+    Ctrl-C ends training early and keeps the best epoch so far.
+    """
+    config = replace(config or TrainConfig(), **overrides).validate()
+    output = Path(config.output)
+    if output.exists() and not config.overwrite:
+        raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
+    set_threads(config.threads)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    say = _printer(progress)
+
+    data = load_data(
+        config.data,
+        dev=config.dev,
+        test=config.test,
+        revision=config.revision,
+        tag_column=config.tag_column,
+        encoding=config.encoding,
+        scheme=config.scheme,
+        unseen_labels=config.unseen_labels,
+    )
+    if "validation" not in data:
+        raise TaggerError(
+            "the data has no validation split, needed for early stopping: give --dev PATH "
+            "(or a folder with dev.txt)"
+        )
+    train_tokens, train_tags = data["train"]["tokens"], decoded_tags(data["train"])
+    vocab = Vocab.build(
+        train_tokens,
+        tag_names(data["train"]),
+        min_freq=config.min_freq,
+        max_size=config.max_vocab,
+        lowercase=config.lowercase,
+        normalize_digits=config.normalize_digits,
+    )
+    encoded = {split: encode(vocab, ds["tokens"], decoded_tags(ds)) for split, ds in data.items()}
+    gold = {split: [schemes.to_iob2(t) for t in decoded_tags(ds)] for split, ds in data.items()}
+
+    model = SequenceTagger(config, vocab).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(
+        f"data: {', '.join(f'{s} {len(ds):,} sentences' for s, ds in data.items())}; "
+        f"vocab: {len(vocab.words):,} words, {len(vocab.chars):,} chars, "
+        f"{len(vocab.labels)} labels; "
+        f"model: {config.cell} x{config.num_layers}{' bi' if config.bidirectional else ''}, "
+        f"{config.decoder}, {n_params:,} parameters on {device}"
+    )
+    optimizer = _optimizer(config, model)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
+    )
+    rng = np.random.default_rng(config.seed)
+
+    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
+    epochs: list[dict] = []
+    interrupted = False
+    started = time.perf_counter()
+    try:
+        for epoch in range(1, config.max_epochs + 1):
+            t0 = time.perf_counter()
+            loss = _train_epoch(
+                model, encoded["train"], config, optimizer, rng, device, epoch, progress
+            )
+            seconds = time.perf_counter() - t0
+            schedule.step()
+            dev = _score(model, vocab, encoded["validation"], gold["validation"], device)
+            improved = dev["f1"] > best_f1
+            if improved:
+                best_f1, best_epoch, stale = dev["f1"], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            n_tokens = int(encoded["train"].lengths.sum())
+            epochs.append(
+                {
+                    "epoch": epoch,
+                    "loss": round(loss, 6),
+                    "dev_f1": dev["f1"],
+                    "dev_precision": dev["precision"],
+                    "dev_recall": dev["recall"],
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": round(seconds, 3),
+                    "tokens_per_s": round(n_tokens / seconds, 1),
+                }
+            )
+            say(
+                f"epoch {epoch:3d}/{config.max_epochs}  loss {loss:8.4f}"
+                f"  dev F1 {100 * dev['f1']:6.2f}"
+                f"  {seconds:6.1f} s  {n_tokens / seconds:9,.0f} tok/s{'  *' if improved else ''}"
+            )
+            if stale >= config.patience:
+                say(f"no dev improvement for {config.patience} epochs: stopping")
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        if best_state is None:
+            raise TaggerError(
+                "interrupted before the first epoch ended; nothing was saved"
+            ) from None
+        say(f"interrupted: keeping the best epoch so far ({best_epoch})")
+
+    model.load_state_dict(best_state)
+    final = {
+        split: _score(model, vocab, encoded[split], gold[split], device)
+        for split in ("validation", "test")
+        if split in encoded
+    }
+    metrics = {
+        "best_epoch": best_epoch,
+        "dev_f1": final["validation"]["f1"],
+        "test_f1": final["test"]["f1"] if "test" in final else None,
+        "dev": final["validation"],
+        "test": final.get("test"),
+        "parameters": n_params,
+        "seconds": round(time.perf_counter() - started, 1),
+        "interrupted": interrupted,
+        "epochs": epochs,
+    }
+    data_info = {
+        "fingerprint": fingerprint(train_tokens, train_tags),
+        "source": config.data or "bundled",
+        "sentences": {split: len(ds) for split, ds in data.items()},
+    }
+    tagger = Tagger(model, config, vocab, metrics, data_info)
+    path = tagger.save(output, overwrite=config.overwrite)
+    for split, scores in final.items():
+        say(f"\n{split} (best epoch {best_epoch}):\n{format_report(scores)}")
+    say(f"\nmodel saved to {path}")
+    return path
+
+
+def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam or SGD; the fused kernels (one pass over all parameters) where torch has them,
+    which matters here because the dense word-embedding update dominates a step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            fused=True,
+        )
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+
+
+def _train_epoch(model, enc: Encoded, config, optimizer, rng, device, epoch, progress) -> float:
+    """One pass over shuffled length buckets; returns the mean loss per sentence."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    model.train()
+    total, sentences = 0.0, 0
+    n_batches = -(-len(enc) // config.batch_size)
+    columns = (
+        TextColumn(f"epoch {epoch}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[speed]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+    )
+    tokens, t0 = 0, time.perf_counter()
+    with Progress(*columns, transient=True, disable=not progress) as bar:
+        task = bar.add_task("train", total=n_batches, loss=0.0, speed=0.0)
+        for batch in bucket_batches(enc, config.batch_size, shuffle=True, rng=rng):
+            batch = batch.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.loss(batch)
+            loss.backward()
+            if config.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            n = len(batch.index)
+            total += loss.item() * n
+            sentences += n
+            tokens += int(batch.lengths.sum())
+            bar.update(
+                task, advance=1, loss=total / sentences, speed=tokens / (time.perf_counter() - t0)
+            )
+    return total / max(sentences, 1)
+
+
+def _score(model, vocab: Vocab, enc: Encoded, gold, device) -> dict:
+    labels = np.array(vocab.labels, dtype=object)
+    ids, _ = decode_all(model, enc, device=device)
+    return score(gold, [schemes.to_iob2(labels[row].tolist()) for row in ids])
+
+
+def _printer(enabled: bool):
+    if not enabled:
+        return lambda *_: None
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    return console.print
