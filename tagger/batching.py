@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tagger.vocab import PAD_ID, Vocab
+from tagger.vocab import PAD_ID, UNK_ID, Vocab
 
 # Long tokens (URLs, hashes) keep their first characters for the character encoder;
 # the word itself and its tag are never dropped.
@@ -34,6 +34,8 @@ CASINGS = (
 
 def casing(word: str) -> int:
     """A small casing class (index into ``CASINGS``); word embeddings are lower-cased."""
+    if not word:
+        return 1
     digits = sum(c.isdigit() for c in word)
     if word.isdigit():
         return 2
@@ -113,7 +115,7 @@ def encode(
         (len(types), max(1, min(MAX_WORD_CHARS, max(map(len, types), default=1)))), np.int64
     )
     for row, word in enumerate(types):
-        ids = vocab.char_ids(word[:MAX_WORD_CHARS])
+        ids = vocab.char_ids(word[:MAX_WORD_CHARS]) or [UNK_ID]  # "" still has a row
         type_chars[row, : len(ids)] = ids
     tag_ids = None
     if tags is not None:

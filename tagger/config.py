@@ -87,6 +87,8 @@ class TrainConfig:
         for key in ("dropout", "word_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise TaggerError(f"config: {key} must be in [0, 1), not {getattr(self, key)}")
+        if self.char_kernel < 1 or self.char_kernel % 2 == 0:
+            raise TaggerError(f"config: char_kernel must be odd, not {self.char_kernel}")
         if self.lr <= 0:
             raise TaggerError(f"config: lr must be positive, not {self.lr}")
         return self

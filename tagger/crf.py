@@ -47,7 +47,16 @@ class CRF(nn.Module):
         self.register_buffer("trans_penalty", penalty(trans), persistent=False)
         self.register_buffer("end_penalty", penalty(end), persistent=False)
 
-    def _scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _scores(self, hard: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Start, transition and end scores with the constraints applied: a finite
+        penalty for the likelihood (clean gradients), ``-inf`` for decoding (so no
+        emission score, however large, can buy a forbidden move)."""
+        if hard:
+            return (
+                self.start_transitions.masked_fill(self.start_penalty < 0, float("-inf")),
+                self.transitions.masked_fill(self.trans_penalty < 0, float("-inf")),
+                self.end_transitions.masked_fill(self.end_penalty < 0, float("-inf")),
+            )
         return (
             self.start_transitions + self.start_penalty,
             self.transitions + self.trans_penalty,
@@ -101,7 +110,7 @@ class CRF(nn.Module):
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Best tag sequence per sentence (Viterbi), shape (batch, seq_len); 0 at padding."""
-        start, trans, end = self._scores()
+        start, trans, end = self._scores(hard=True)
         batch, seq_len, k = emissions.shape
         score = start + emissions[:, 0]
         identity = torch.arange(k, device=emissions.device).expand(batch, k)

@@ -7,7 +7,7 @@ tags normalised to one scheme (IOB2 by default). Errors name the file and line.
 
 from __future__ import annotations
 
-import os
+import codecs
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,14 +84,16 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
         raise TaggerError(f"{path}: is a folder, expected a file") from None
     except OSError as err:
         raise TaggerError(f"{path}: cannot read: {err.strerror}") from None
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
-        encoding = "utf-8-sig"  # tolerate a byte-order mark
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    if not encoding.lower().replace("_", "-").startswith("utf-8"):
+        skip = 0  # a BOM is a UTF-8 thing; other encodings read the bytes as they are
     try:
-        return raw.decode(encoding)
+        return raw[skip:].decode(encoding)
     except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
+        offset = skip + err.start
+        line = raw.count(b"\n", 0, offset) + 1
         raise TaggerError(
-            f"{path}:{line}: byte 0x{raw[err.start]:02x} at offset {err.start} is not valid "
+            f"{path}:{line}: byte 0x{raw[offset]:02x} at offset {offset} is not valid "
             f"{err.encoding}; if the file is Latin-1, pass --encoding latin-1"
         ) from None
     except LookupError:
@@ -116,7 +118,9 @@ def parse_conll(text: str, name: str = "<text>", tag_column: int = -1) -> list[S
             tokens.clear()
             tags.clear()
 
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Only \n ends a line (\r\n too): splitlines() would also split on form feeds and
+    # U+2028 and shift every later line number.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         fields = line.split()
         if not fields:
             flush()
@@ -170,11 +174,11 @@ def format_conll(sentences: Iterable[tuple[Sequence[str], Sequence[str]]]) -> st
 
 
 def _looks_like_path(source: str) -> bool:
+    """Existing paths, and strings that can only be paths; ``owner/name`` is a hub id."""
     return (
-        os.sep in source
-        or source.startswith(".")
+        Path(source).exists()
+        or source.startswith((".", "/", "~"))
         or source.endswith((".txt", ".conll", ".iob", ".bio"))
-        or Path(source).exists()
     )
 
 
@@ -231,7 +235,10 @@ def _read_hub(hub_id: str, revision: str | None) -> RawCorpus:
         loaded = datasets.load_dataset(repo, revision=revision or default_revision)
     except Exception as err:  # network, missing repo, scripts: one clear line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TaggerError(f"cannot load {hub_id!r} from the Hugging Face hub: {reason}") from None
+        raise TaggerError(
+            f"{hub_id!r} is no file or folder here, and loading it from the Hugging Face hub "
+            f"failed: {reason}"
+        ) from None
     corpus = RawCorpus()
     for hub_split, ds in loaded.items():
         split = HUB_SPLIT_NAMES.get(hub_split)
@@ -304,7 +311,8 @@ def to_dataset_dict(corpus: RawCorpus, scheme: str = "IOB2", unseen_labels: str 
         split: [schemes.convert(s.tags, scheme) for s in sentences]
         for split, sentences in corpus.splits.items()
     }
-    train_labels = {tag for tags in converted["train"] for tag in tags}
+    types = {schemes.parse_tag(t)[1] for tags in converted["train"] for t in tags} - {None}
+    train_labels = set(schemes.label_set(types, scheme))
     for split, tag_lists in converted.items():
         for sentence, tags in zip(corpus.splits[split], tag_lists):
             unseen = [t for t in tags if t not in train_labels]
@@ -312,11 +320,11 @@ def to_dataset_dict(corpus: RawCorpus, scheme: str = "IOB2", unseen_labels: str 
                 continue
             if unseen_labels == "error":
                 raise TaggerError(
-                    f"{sentence.origin}: label {unseen[0]} does not occur in the training "
-                    f"data; fix the data or map such labels to O (--unseen-labels O)"
+                    f"{sentence.origin}: label {unseen[0]}: entity type "
+                    f"{schemes.parse_tag(unseen[0])[1]} does not occur in the training data; "
+                    f"fix the data or map such labels to O (--unseen-labels O)"
                 )
             tags[:] = schemes.convert(["O" if t in unseen else t for t in tags], scheme)
-    types = {schemes.parse_tag(t)[1] for t in train_labels if t != schemes.OUTSIDE}
     features = datasets.Features(
         {
             "tokens": datasets.Sequence(datasets.Value("string")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 AVERAGES = ("micro avg", "macro avg", "weighted avg")
@@ -28,9 +29,9 @@ def score(
     )
     per_type = {
         etype: {
-            "precision": float(row["precision"]),
-            "recall": float(row["recall"]),
-            "f1": float(row["f1-score"]),
+            "precision": _finite(row["precision"]),
+            "recall": _finite(row["recall"]),
+            "f1": _finite(row["f1-score"]),
             "support": int(row["support"]),
         }
         for etype, row in report.items()
@@ -38,14 +39,20 @@ def score(
     }
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     return {
-        "precision": float(micro["precision"]),
-        "recall": float(micro["recall"]),
-        "f1": float(micro["f1-score"]),
-        "macro_f1": float(report.get("macro avg", {"f1-score": 0.0})["f1-score"]),
+        "precision": _finite(micro["precision"]),
+        "recall": _finite(micro["recall"]),
+        "f1": _finite(micro["f1-score"]),
+        "macro_f1": _finite(report.get("macro avg", {"f1-score": 0.0})["f1-score"]),
         "support": sum(row["support"] for row in per_type.values()),
         "per_type": per_type,
         "mode": "strict" if strict else "default",
     }
+
+
+def _finite(value) -> float:
+    """seqeval gives NaN averages when there are no mentions at all; JSON has no NaN."""
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
 
 
 def format_report(scores: dict) -> str:

@@ -71,6 +71,7 @@ def save_model(path: str | Path, files: ModelFiles, overwrite: bool = False) -> 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
         try:
             (tmp / WEIGHTS).write_bytes(weights)
             (tmp / VOCAB).write_text(_json(files.vocab.to_dict()), encoding="utf-8")
@@ -116,13 +117,22 @@ def read_header(path: str | Path) -> dict:
         header = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TaggerError(f"{path / CONFIG}: not valid JSON ({err})") from None
-    version = header.get("format_version") if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        raise TaggerError(f"{path / CONFIG}: expected a JSON object")
+    version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise TaggerError(
             f"{path} has model format version {version}; this tagger "
             f"({_version()}) reads version {FORMAT_VERSION}: retrain the model or use the "
             f"tagger release that wrote it ({header.get('tagger_version', 'unknown')})"
         )
+    missing = [k for k in ("config", "labels", "weights") if k not in header]
+    if not missing and not isinstance(header["weights"], dict):
+        missing = ["weights"]
+    if not missing and "sha256" not in header["weights"]:
+        missing = ["weights.sha256"]
+    if missing:
+        raise TaggerError(f"{path / CONFIG} is incomplete: no {', '.join(missing)}")
     return header
 
 
@@ -157,6 +167,12 @@ def load_model(path: str | Path) -> ModelFiles:
     if vocab.labels != header["labels"]:
         raise TaggerError(f"{path}: the labels in {VOCAB} and {CONFIG} differ")
     return ModelFiles(config, vocab, state, metrics, header.get("data", {}))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _version() -> str:

@@ -314,6 +314,9 @@ def write_atomic(chunks: Iterable[str], output: str | Path | None) -> None:
     except OSError as err:
         raise TaggerError(f"cannot write {output}: {err.strerror}") from None
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it owner-only
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for chunk in chunks:
                 f.write(chunk)

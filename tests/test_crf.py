@@ -1,0 +1,214 @@
+"""The CRF against brute-force enumeration of every tag sequence, and its constraints.
+
+The brute force scores paths with the CRF's *raw* parameters and keeps only the paths
+that are valid in the scheme (checked by the independent validators in conftest): the
+CRF's finite penalties must make invalid paths vanish from Z, Viterbi and marginals.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import is_valid_bioes, is_valid_iob2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tagger import schemes
+from tagger.crf import CRF, constraint_masks
+
+VALID = {"IOB2": is_valid_iob2, "BIOES": is_valid_bioes}
+LABEL_SETS = [
+    (["O", "B-A", "B-B"], "IOB2"),  # K=3, nothing forbidden
+    (["O", "B-A", "I-A"], "IOB2"),
+    (["O", "B-A", "I-A", "B-B"], "IOB2"),
+    (["O", "B-A", "I-A", "B-B", "I-B"], "IOB2"),
+    (["O", "S-A", "S-B"], "BIOES"),  # K=3, nothing forbidden
+    (["O", "B-A", "I-A", "E-A", "S-A"], "BIOES"),
+]
+
+
+def random_crf(labels, scheme, gen) -> CRF:
+    crf = CRF(labels, scheme).double()
+    k = len(labels)
+    with torch.no_grad():
+        crf.start_transitions.copy_(torch.randn(k, generator=gen, dtype=torch.float64))
+        crf.transitions.copy_(torch.randn(k, k, generator=gen, dtype=torch.float64))
+        crf.end_transitions.copy_(torch.randn(k, generator=gen, dtype=torch.float64))
+    return crf
+
+
+def random_batch(k, gen, max_len=4, batch=3):
+    lengths = torch.randint(1, max_len + 1, (batch,), generator=gen)
+    lengths[0] = max_len  # the batch is as long as its longest sentence
+    emissions = 2 * torch.randn(batch, max_len, k, generator=gen, dtype=torch.float64)
+    mask = torch.arange(max_len)[None, :] < lengths[:, None]
+    return emissions, mask, lengths.tolist()
+
+
+def brute_force(crf, labels, scheme, emissions, length):
+    """Valid paths of ``length`` with their raw scores (for one sentence)."""
+    k = len(labels)
+    paths = [
+        p
+        for p in itertools.product(range(k), repeat=length)
+        if VALID[scheme]([labels[i] for i in p])
+    ]
+    start, trans, end = crf.start_transitions, crf.transitions, crf.end_transitions
+    scores = []
+    for p in paths:
+        s = start[p[0]] + end[p[-1]] + sum(emissions[t, p[t]] for t in range(length))
+        s = s + sum(trans[p[t], p[t + 1]] for t in range(length - 1))
+        scores.append(s)
+    return paths, torch.stack(scores).detach()
+
+
+CASES = [
+    (labels, scheme, t, seed)
+    for labels, scheme in LABEL_SETS
+    for t in (1, 2, 3, 4)
+    for seed in range(2)
+]
+
+
+@pytest.mark.parametrize(("labels", "scheme", "max_len", "seed"), CASES)
+def test_crf_matches_brute_force(labels, scheme, max_len, seed):
+    gen = torch.Generator().manual_seed(1000 * seed + 10 * max_len + len(labels))
+    crf = random_crf(labels, scheme, gen)
+    emissions, mask, lengths = random_batch(len(labels), gen, max_len)
+    with torch.no_grad():
+        log_z = crf.log_partition(emissions, mask)
+        best = crf.decode(emissions, mask)
+        marginals = crf.marginals(emissions, mask)
+    assert log_z.shape == (3,)
+    assert best.shape == mask.shape and marginals.shape == emissions.shape
+    for b, length in enumerate(lengths):
+        paths, scores = brute_force(crf, labels, scheme, emissions[b], length)
+        assert torch.allclose(log_z[b], torch.logsumexp(scores, 0), atol=1e-5)
+        assert best[b, :length].tolist() == list(paths[int(scores.argmax())])
+        assert (best[b, length:] == 0).all()
+        probs = (scores - torch.logsumexp(scores, 0)).exp()
+        expected = torch.zeros(length, len(labels), dtype=torch.float64)
+        for p, prob in zip(paths, probs):
+            expected[range(length), list(p)] += prob
+        assert torch.allclose(marginals[b, :length], expected, atol=1e-5)
+        assert torch.allclose(marginals[b, :length].sum(1), torch.ones(length, dtype=torch.float64))
+        assert (marginals[b, length:] == 0).all()
+        # log p(path) for the best path and for a random valid one.
+        for p in (paths[int(scores.argmax())], paths[len(paths) // 2]):
+            tags = torch.zeros(1, max_len, dtype=torch.long)
+            tags[0, :length] = torch.tensor(p)
+            ll = crf.log_likelihood(emissions[b : b + 1], tags, mask[b : b + 1])
+            want = scores[paths.index(p)] - torch.logsumexp(scores, 0)
+            assert torch.allclose(ll[0].detach(), want, atol=1e-5)
+
+
+def test_padding_does_not_change_results():
+    labels, scheme = LABEL_SETS[3]
+    gen = torch.Generator().manual_seed(5)
+    crf = random_crf(labels, scheme, gen)
+    emissions, mask, lengths = random_batch(len(labels), gen, max_len=6, batch=4)
+    with torch.no_grad():
+        log_z = crf.log_partition(emissions, mask)
+        best = crf.decode(emissions, mask)
+        marg = crf.marginals(emissions, mask)
+        for b, n in enumerate(lengths):
+            alone = emissions[b : b + 1, :n]
+            ones = torch.ones(1, n, dtype=torch.bool)
+            assert torch.allclose(crf.log_partition(alone, ones)[0], log_z[b])
+            assert torch.equal(crf.decode(alone, ones)[0], best[b, :n])
+            assert torch.allclose(crf.marginals(alone, ones)[0], marg[b, :n])
+
+
+def test_marginals_are_the_gradient_of_log_z():
+    labels, scheme = LABEL_SETS[5]
+    gen = torch.Generator().manual_seed(3)
+    crf = random_crf(labels, scheme, gen)
+    emissions, mask, _ = random_batch(len(labels), gen, max_len=5)
+    emissions.requires_grad_(True)
+    crf.log_partition(emissions, mask).sum().backward()
+    assert torch.allclose(emissions.grad, crf.marginals(emissions.detach(), mask), atol=1e-6)
+
+
+def test_gradients_flow_and_are_finite():
+    labels = schemes.label_set(["PER", "LOC"], "IOB2")
+    crf = CRF(labels, "IOB2")
+    gen = torch.Generator().manual_seed(0)
+    emissions = torch.randn(4, 6, len(labels), generator=gen, requires_grad=True)
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 3, 1, 5])[:, None]
+    tags = torch.tensor(
+        [[1, 2, 0, 3, 4, 4], [0, 1, 0, 0, 0, 0], [3, 0, 0, 0, 0, 0], [0, 0, 3, 4, 0, 0]]
+    )
+    ll = crf.log_likelihood(emissions, tags, mask)
+    assert ll.shape == (4,) and (ll < 0).all()
+    (-ll.mean()).backward()
+    for grad in (
+        emissions.grad,
+        crf.transitions.grad,
+        crf.start_transitions.grad,
+        crf.end_transitions.grad,
+    ):
+        assert grad is not None and torch.isfinite(grad).all()
+    assert crf.transitions.grad.abs().sum() > 0
+    assert (emissions.grad[~mask] == 0).all()  # padding gets no gradient
+
+
+def test_constraint_masks():
+    labels = ["O", "B-A", "I-A", "B-B", "I-B"]
+    start, trans, end = constraint_masks(labels, "IOB2")
+    assert start.tolist() == [True, True, False, True, False]
+    assert trans[labels.index("B-A"), labels.index("I-A")]
+    assert not trans[labels.index("B-A"), labels.index("I-B")]
+    assert not trans[labels.index("O"), labels.index("I-B")]
+    assert end.all()
+    labels = ["O", "B-A", "I-A", "E-A", "S-A"]
+    start, trans, end = constraint_masks(labels, "BIOES")
+    assert start.tolist() == [True, True, False, False, True]
+    assert end.tolist() == [True, False, False, True, True]
+    assert trans[1].tolist() == [False, False, True, True, False]  # after B-A: I-A or E-A
+    # Penalties are buffers, not parameters, and are not saved.
+    assert set(CRF(labels, "BIOES").state_dict()) == {
+        "start_transitions",
+        "transitions",
+        "end_transitions",
+    }
+
+
+def invalid_bias(labels) -> torch.Tensor:
+    """+1 on tags that can make a sequence invalid (I-, E-), 0 elsewhere."""
+    return torch.tensor([1.0 if t[0] in "IE" else 0.0 for t in labels])
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    scheme=st.sampled_from(["IOB2", "BIOES"]),
+    scale=st.sampled_from([1.0, 10.0, 100.0]),
+    bias=st.sampled_from([0.0, 20.0, 1000.0]),
+    length=st.integers(1, 8),
+)
+def test_decode_never_emits_an_invalid_sequence(seed, scheme, scale, bias, length):
+    labels = schemes.label_set(["PER", "LOC"], scheme)
+    gen = torch.Generator().manual_seed(seed)
+    crf = CRF(labels, scheme)
+    with torch.no_grad():  # trained transitions may favour anything
+        crf.transitions.copy_(10 * torch.randn(crf.transitions.shape, generator=gen))
+        crf.start_transitions.copy_(10 * torch.randn(len(labels), generator=gen))
+    emissions = scale * torch.randn(6, length, len(labels), generator=gen) + bias * invalid_bias(
+        labels
+    )
+    lengths = torch.randint(1, length + 1, (6,), generator=gen)
+    lengths[0] = length
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    best = crf.decode(emissions, mask)
+    for row, n in zip(best.tolist(), lengths.tolist()):
+        tags = [labels[i] for i in row[:n]]
+        assert VALID[scheme](tags), tags
+
+
+def test_decode_constraints_hold_for_any_emission_scale():
+    labels = schemes.label_set(["PER"], "IOB2")
+    emissions = torch.zeros(1, 1, 3)
+    emissions[0, 0, labels.index("I-PER")] = 1e5
+    best = CRF(labels, "IOB2").decode(emissions, torch.ones(1, 1, dtype=torch.bool))
+    assert is_valid_iob2([labels[i] for i in best[0].tolist()])

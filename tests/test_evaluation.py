@@ -1,0 +1,101 @@
+"""seqeval wrappers: hand-computed scores, strict mode, evaluate() on a model folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from seqeval.metrics.sequence_labeling import get_entities
+
+from tagger.data import decoded_tags, load_data
+from tagger.errors import TaggerError
+from tagger.evaluation import evaluate, format_report, score
+
+GOLD = [
+    ["B-PER", "I-PER", "O", "B-LOC"],
+    ["B-ORG", "O", "B-PER"],
+    ["O", "B-LOC", "I-LOC"],
+]
+PRED = [
+    ["B-PER", "I-PER", "O", "O"],  # PER right, LOC missed
+    ["B-ORG", "O", "B-LOC"],  # ORG right, PER missed, a false LOC
+    ["O", "B-LOC", "O"],  # LOC with the wrong boundary: wrong
+]
+
+
+def test_score_by_hand():
+    # gold: PER 2, LOC 2, ORG 1 = 5; pred: PER 1, ORG 1, LOC 2 = 4; correct: PER 1, ORG 1.
+    s = score(GOLD, PRED)
+    assert s["precision"] == pytest.approx(2 / 4)
+    assert s["recall"] == pytest.approx(2 / 5)
+    assert s["f1"] == pytest.approx(2 * 0.5 * 0.4 / 0.9)
+    assert s["support"] == 5
+    assert s["per_type"] == {
+        "LOC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2},
+        "ORG": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1},
+        "PER": {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2},
+    }
+    assert s["macro_f1"] == pytest.approx((0 + 1 + 2 / 3) / 3)
+    assert s["mode"] == "default"
+    assert all(type(v) is float for k, v in s.items() if k in ("precision", "recall", "f1"))
+    json.dumps(s)  # plain JSON values
+
+
+def test_perfect_and_empty_prediction():
+    assert score(GOLD, GOLD)["f1"] == 1.0
+    s = score(GOLD, [["O"] * len(g) for g in GOLD])
+    assert (s["precision"], s["recall"], s["f1"]) == (0.0, 0.0, 0.0)
+
+
+def test_strict_mode_differs_on_invalid_iob2():
+    gold = [["O", "B-PER", "I-PER"]]
+    pred = [["O", "I-PER", "I-PER"]]
+    default, strict = score(gold, pred), score(gold, pred, strict=True)
+    assert default["f1"] == 1.0  # conlleval: I-PER after O opens a mention
+    assert strict["f1"] == 0.0  # strict IOB2: no mention at all
+    assert strict["precision"] == 0.0 and strict["recall"] == 0.0
+    assert strict["mode"] == "strict"
+
+
+def test_score_without_any_mention_is_json():
+    s = score([["O", "O"]], [["O", "O"]])
+    json.dumps(s, allow_nan=False)
+
+
+def test_format_report():
+    text = format_report(score(GOLD, PRED))
+    lines = text.splitlines()
+    assert lines[0].split() == ["precision", "recall", "f1", "support"]
+    assert lines[1].split() == ["LOC", "0.00", "0.00", "0.00", "2"]
+    assert lines[3].split() == ["PER", "100.00", "50.00", "66.67", "2"]
+    assert lines[5].split() == ["micro", "50.00", "40.00", "44.44", "5"]
+    assert lines[6].split() == ["macro", "55.56"]
+
+
+def test_evaluate_model_folder(trained_model, tagger_model, tiny_corpus):
+    result = evaluate(trained_model, tiny_corpus)
+    data = load_data(tiny_corpus)
+    expected = score(decoded_tags(data["test"]), tagger_model.predict(data["test"]["tokens"]))
+    assert result == expected
+    assert set(result) == {"precision", "recall", "f1", "macro_f1", "support", "per_type", "mode"}
+    assert result["support"] == sum(len(get_entities(t)) for t in decoded_tags(data["test"])) > 15
+    # The same from a Tagger, a DatasetDict or a Dataset.
+    assert evaluate(tagger_model, data) == result
+    assert evaluate(tagger_model, data["test"]) == result
+    assert evaluate(tagger_model, tiny_corpus, split="validation") == score(
+        decoded_tags(data["validation"]), tagger_model.predict(data["validation"]["tokens"])
+    )
+    assert evaluate(tagger_model, data, strict=True)["mode"] == "strict"
+
+
+def test_evaluate_errors(tagger_model, tiny_corpus, tmp_path):
+    data = load_data(tiny_corpus)
+    with pytest.raises(TaggerError) as err:
+        evaluate(tagger_model, data, split="dev")
+    assert str(err.value) == "no 'dev' split in the data (splits: train, validation, test)"
+    (tmp_path / "train.txt").write_text("Bonn B-LOC\n\nTim B-MISC\n")
+    with pytest.raises(TaggerError) as err:
+        evaluate(tagger_model, tmp_path, split="train")
+    assert str(err.value) == (
+        "label B-MISC is not one the model knows (O, B-LOC, I-LOC, B-ORG, I-ORG, B-PER, I-PER)"
+    )

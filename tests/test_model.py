@@ -1,0 +1,156 @@
+"""The network: every cell / direction / depth / character encoder / decoder combination."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from tagger.batching import encode, make_batch
+from tagger.config import TrainConfig
+from tagger.errors import TaggerError
+from tagger.model import Embedder, SequenceTagger
+from tagger.vocab import Vocab
+
+SENTENCES = [
+    ["Peter", "Blackburn", "visited", "Bonn", "."],
+    ["EU", "rejects", "German", "call"],
+    ["Bonn"],
+]
+TAGS = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["B-ORG", "O", "B-MISC", "O"], ["B-LOC"]]
+LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+
+
+def small_config(**overrides) -> TrainConfig:
+    values = dict(
+        hidden_size=8,
+        word_dim=6,
+        char_dim=4,
+        char_hidden=5,
+        casing_dim=3,
+        dropout=0.0,
+        word_dropout=0.0,
+    )
+    values.update(overrides)
+    return TrainConfig(**values).validate()
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return Vocab.build(SENTENCES, LABELS)
+
+
+@pytest.fixture(scope="module")
+def batch(vocab):
+    return make_batch(encode(vocab, SENTENCES, TAGS), np.arange(len(SENTENCES)))
+
+
+COMBOS = list(
+    itertools.product(
+        ["rnn", "lstm", "gru"], [True, False], [1, 2], ["cnn", "lstm", "none"], ["softmax", "crf"]
+    )
+)
+
+
+@pytest.mark.parametrize(("cell", "bidirectional", "layers", "chars", "decoder"), COMBOS)
+def test_every_architecture(vocab, batch, cell, bidirectional, layers, chars, decoder):
+    torch.manual_seed(0)
+    config = small_config(
+        cell=cell,
+        bidirectional=bidirectional,
+        num_layers=layers,
+        char_encoder=chars,
+        decoder=decoder,
+    )
+    model = SequenceTagger(config, vocab)
+    B, T, K = 3, 5, len(LABELS)
+    emissions = model.emissions(batch)
+    assert emissions.shape == (B, T, K)
+    assert torch.isfinite(emissions).all()
+    loss = model.loss(batch)
+    assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.embedder.words.weight.grad is not None
+    model.eval()
+    best = model.decode(batch)
+    assert best.shape == (B, T) and best.dtype == torch.long
+    assert ((best >= 0) & (best < K)).all()
+    assert (best[~batch.mask] == 0).all()
+    assert model.encoder.output_dim == 8 * (2 if bidirectional else 1)
+
+
+@pytest.mark.parametrize("chars", ["cnn", "lstm", "none"])
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_padding_does_not_leak(vocab, chars, decoder):
+    """A sentence gets the same scores and loss alone as in a padded batch (eval mode)."""
+    torch.manual_seed(0)
+    model = SequenceTagger(small_config(char_encoder=chars, decoder=decoder), vocab).eval()
+    enc = encode(vocab, SENTENCES, TAGS)
+    full = make_batch(enc, np.arange(3))
+    with torch.no_grad():
+        emissions = model.emissions(full)
+        losses = []
+        for i, n in enumerate(enc.lengths):
+            alone = make_batch(enc, np.array([i]))
+            assert torch.allclose(model.emissions(alone)[0], emissions[i, :n], atol=1e-5)
+            losses.append(model.loss(alone))
+        assert torch.allclose(model.loss(full), torch.stack(losses).mean(), atol=1e-4)
+
+
+@pytest.mark.parametrize(("cell", "gates"), [("rnn", 1), ("gru", 3), ("lstm", 4)])
+@pytest.mark.parametrize("chars", ["cnn", "none"])
+def test_encoder_parameter_count(vocab, cell, gates, chars):
+    h = 8
+    model = SequenceTagger(
+        small_config(
+            cell=cell, bidirectional=False, num_layers=1, hidden_size=h, char_encoder=chars
+        ),
+        vocab,
+    )
+    x = model.embedder.output_dim
+    assert x == 6 + 3 + (5 if chars == "cnn" else 0)
+    assert sum(p.numel() for p in model.encoder.parameters()) == gates * h * (h + x + 2)
+    bi = SequenceTagger(
+        small_config(cell=cell, bidirectional=True, hidden_size=h, char_encoder=chars), vocab
+    )
+    assert sum(p.numel() for p in bi.encoder.parameters()) == 2 * gates * h * (h + x + 2)
+
+
+def test_embedder_output_dims(vocab):
+    for chars, extra in (("cnn", 5), ("lstm", 10), ("none", 0)):
+        emb = Embedder(small_config(char_encoder=chars), len(vocab.words), len(vocab.chars))
+        assert emb.output_dim == 6 + 3 + extra
+    emb = Embedder(
+        small_config(char_encoder="none", casing_dim=0), len(vocab.words), len(vocab.chars)
+    )
+    assert emb.casing is None and emb.output_dim == 6
+
+
+def test_word_dropout_only_in_training(vocab, batch):
+    torch.manual_seed(0)
+    model = SequenceTagger(
+        small_config(word_dropout=0.99, char_encoder="none", casing_dim=0), vocab
+    )
+    emb = model.embedder
+    unk = emb.words.weight[1]
+    out = emb(batch)  # training mode: nearly every word becomes UNK
+    assert torch.allclose(out[batch.mask], unk.expand(int(batch.mask.sum()), -1))
+    emb.eval()
+    assert torch.equal(emb(batch), emb.words(batch.word_ids))
+
+
+def test_crf_decoder_uses_the_scheme(vocab, batch):
+    model = SequenceTagger(
+        small_config(decoder="crf", scheme="BIOES"),
+        Vocab(vocab.words, vocab.chars, ["O", "B-PER", "I-PER", "E-PER", "S-PER"]),
+    )
+    penalty = model.decoder.crf.end_penalty
+    assert penalty.tolist() == [0.0, -1e4, -1e4, 0.0, 0.0]
+
+
+def test_even_char_kernel_is_a_config_error():
+    with pytest.raises(TaggerError, match="char_kernel must be odd, not 2"):
+        small_config(char_kernel=2)

@@ -1,0 +1,189 @@
+"""The training loop: reproducibility, early stopping, refusals, what it writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import conll_text, make_sentences, tiny_config, write_corpus
+
+from tagger import schemes
+from tagger.data import decoded_tags, load_data
+from tagger.errors import TaggerError
+from tagger.training import fingerprint, train
+
+
+def metrics_of(path) -> dict:
+    return json.loads((path / "metrics.json").read_text())
+
+
+def test_same_seed_same_model(tiny_corpus, tmp_path):
+    config = tiny_config(data=str(tiny_corpus), max_epochs=2, dropout=0.3, word_dropout=0.1)
+    a = train(config, output=str(tmp_path / "a"), progress=False)
+    b = train(config, output=str(tmp_path / "b"), progress=False)
+    c = train(config, output=str(tmp_path / "c"), seed=14, progress=False)
+    weights = [(p / "model.safetensors").read_bytes() for p in (a, b, c)]
+    assert weights[0] == weights[1]
+    assert weights[0] != weights[2]
+
+    def strip(m):
+        return [
+            {k: v for k, v in e.items() if k not in ("seconds", "tokens_per_s")}
+            for e in m["epochs"]
+        ]
+
+    assert strip(metrics_of(a)) == strip(metrics_of(b))
+    assert metrics_of(a)["dev"] == metrics_of(b)["dev"]
+    assert metrics_of(a)["test"] == metrics_of(b)["test"]
+
+
+def test_metrics_and_overrides(tiny_corpus, tmp_path):
+    path = train(
+        tiny_config(data=str(tiny_corpus), max_epochs=3, output=str(tmp_path / "x")),
+        max_epochs=2,
+        cell="gru",
+        progress=False,
+    )
+    metrics = metrics_of(path)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["best_epoch"] in (1, 2)
+    best = metrics["epochs"][metrics["best_epoch"] - 1]
+    assert metrics["dev_f1"] == best["dev_f1"] == metrics["dev"]["f1"]
+    assert best["dev_f1"] == max(e["dev_f1"] for e in metrics["epochs"])
+    assert metrics["test_f1"] == metrics["test"]["f1"]
+    assert metrics["interrupted"] is False and metrics["parameters"] > 0
+    # lr decays as lr / (1 + decay * epoch) after each epoch.
+    assert metrics["epochs"][0]["lr"] == pytest.approx(0.02 / 1.05)
+    assert metrics["epochs"][1]["lr"] == pytest.approx(0.02 / 1.10)
+    header = json.loads((path / "config.json").read_text())
+    assert header["config"]["max_epochs"] == 2 and header["config"]["cell"] == "gru"
+    data = load_data(tiny_corpus)
+    assert header["data"]["fingerprint"] == fingerprint(
+        data["train"]["tokens"], decoded_tags(data["train"])
+    )
+    assert header["data"]["source"] == str(tiny_corpus)
+
+
+def test_training_learns(trained_model):
+    metrics = metrics_of(trained_model)
+    assert metrics["dev_f1"] > 0.9 and metrics["test_f1"] > 0.9
+    losses = [e["loss"] for e in metrics["epochs"]]
+    assert losses[-1] < losses[0] / 2
+
+
+def test_early_stopping(tmp_path):
+    """Dev has no mentions, so dev F1 is 0 every epoch: epoch 1 is best, epoch 2 stale."""
+    folder = tmp_path / "corpus"
+    write_corpus(folder, n_train=20, n_dev=1, n_test=1)
+    (folder / "dev.txt").write_text(conll_text([(["Nothing", "happened", "."], ["O", "O", "O"])]))
+    path = train(
+        tiny_config(data=str(folder), output=str(tmp_path / "m"), max_epochs=6, patience=2),
+        progress=False,
+    )
+    metrics = metrics_of(path)
+    assert len(metrics["epochs"]) == 3 < 6
+    assert metrics["best_epoch"] == 1
+    assert all(e["dev_f1"] == 0.0 for e in metrics["epochs"])
+
+
+def test_missing_validation_split(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "train.txt").write_text(conll_text(make_sentences(5, 0)))
+    out = tmp_path / "m"
+    with pytest.raises(TaggerError) as err:
+        train(tiny_config(data=str(folder), output=str(out)), progress=False)
+    assert str(err.value) == (
+        "the data has no validation split, needed for early stopping: give --dev PATH "
+        "(or a folder with dev.txt)"
+    )
+    assert not out.exists()
+
+
+def test_existing_output_refused_before_anything_else(tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    # The data does not exist either: the output check must come first.
+    with pytest.raises(TaggerError) as err:
+        train(tiny_config(data=str(tmp_path / "no-such-data"), output=str(out)), progress=False)
+    assert str(err.value) == f"{out} already exists; pass --overwrite to replace it"
+    assert [p.name for p in out.iterdir()] == ["keep"]
+
+
+def test_overwrite(tiny_corpus, tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    train(
+        tiny_config(data=str(tiny_corpus), output=str(out), max_epochs=1, overwrite=True),
+        progress=False,
+    )
+    assert (out / "model.safetensors").is_file() and not (out / "keep").exists()
+
+
+def test_invalid_config_is_refused(tiny_corpus, tmp_path):
+    with pytest.raises(TaggerError) as err:
+        train(
+            tiny_config(data=str(tiny_corpus), output=str(tmp_path / "m"), cell="transformer"),
+            progress=False,
+        )
+    assert str(err.value) == "config: cell must be one of rnn, lstm, gru, not 'transformer'"
+
+
+def test_bioes_crf_training(tiny_corpus, tmp_path):
+    from tagger.predict import Tagger
+
+    path = train(
+        tiny_config(
+            data=str(tiny_corpus),
+            output=str(tmp_path / "m"),
+            scheme="BIOES",
+            decoder="crf",
+            cell="rnn",
+            char_encoder="lstm",
+            max_epochs=1,
+        ),
+        progress=False,
+    )
+    model = Tagger.load(path)
+    assert any(label.startswith("S-") for label in model.vocab.labels)
+    tags = model.predict([["Angela", "Merkel", "visited", "Paris", "."]])[0]
+    assert schemes.to_iob2(tags) == tags  # predictions come back as IOB2
+
+
+def test_progress_output(tiny_corpus, tmp_path, capsys):
+    train(
+        tiny_config(data=str(tiny_corpus), output=str(tmp_path / "m"), max_epochs=1), progress=True
+    )
+    out = capsys.readouterr().out
+    assert "epoch   1/1" in out and "model saved to" in out
+    train(
+        tiny_config(data=str(tiny_corpus), output=str(tmp_path / "n"), max_epochs=1), progress=False
+    )
+    assert capsys.readouterr().out == ""
+
+
+def test_resolve_device():
+    import torch
+
+    from tagger.runtime import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(TaggerError) as err:
+        resolve_device("banana")
+    assert str(err.value) == "unknown device 'banana'; use auto, cpu, cuda or cuda:N"
+    if not torch.cuda.is_available():
+        with pytest.raises(TaggerError) as err:
+            resolve_device("cuda:0")
+        assert str(err.value) == "device 'cuda:0' asked for, but CUDA is not available here"
+
+
+def test_unknown_device_is_refused_before_training(tiny_corpus, tmp_path):
+    with pytest.raises(TaggerError, match="unknown device 'tpu'"):
+        train(
+            tiny_config(data=str(tiny_corpus), output=str(tmp_path / "m"), device="tpu"),
+            progress=False,
+        )
+    assert not (tmp_path / "m").exists()
