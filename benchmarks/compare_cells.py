@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 
 from tagger import TrainConfig, train
@@ -46,8 +47,11 @@ def main() -> None:
                 **{k: parse_value(v) for k, v in overrides.items()},
             }
             fields.update(data=args.data, cell=cell, output=str(folder), overwrite=True)
+            t0 = time.perf_counter()
             train(TrainConfig.from_dict(fields))
+            (folder / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
         metrics = json.loads((folder / "metrics.json").read_text())
+        wall = float((folder / "wall_seconds.txt").read_text())
         config = json.loads((folder / "config.json").read_text())["config"]
         seconds = [e["seconds"] for e in metrics["epochs"]]
         rows.append(
@@ -56,6 +60,7 @@ def main() -> None:
                 config["decoder"],
                 metrics["parameters"],
                 statistics.median(seconds),
+                wall / 60,
                 len(seconds),
                 metrics["best_epoch"],
                 metrics["dev_f1"],
@@ -63,14 +68,14 @@ def main() -> None:
             )
         )
     lines = [
-        "| cell | decoder | parameters | s / epoch (median) | epochs run | best epoch "
-        "| dev F1 | test F1 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| cell | decoder | parameters | s / epoch (median) | wall min (all) | epochs run "
+        "| best epoch | dev F1 | test F1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {c} | {d} | {p:,} | {s:.1f} | {n} | {b} | {100 * dev:.2f} | "
+        f"| {c} | {d} | {p:,} | {s:.1f} | {w:.1f} | {n} | {b} | {100 * dev:.2f} | "
         + (f"{100 * test:.2f} |" if test is not None else "- |")
-        for c, d, p, s, n, b, dev, test in rows
+        for c, d, p, s, w, n, b, dev, test in rows
     ]
     table = "\n".join(lines)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,7 @@ def train(
     ] = None,
     cell: Annotated[Cell | None, typer.Option(help="Recurrent cell [default: lstm].")] = None,
     decoder: Annotated[
-        Decoder | None, typer.Option(help="Output layer [default: softmax].")
+        Decoder | None, typer.Option(help="Output layer [default: crf].")
     ] = None,
     char_encoder: Annotated[
         CharEncoder | None, typer.Option(help="Character features [default: cnn].")

@@ -55,7 +55,7 @@ class TrainConfig:
     casing_dim: int = 10  # 0 turns casing features off
     dropout: float = 0.5
     word_dropout: float = 0.05
-    decoder: str = "softmax"
+    decoder: str = "crf"
     # optimisation
     optimizer: str = "adam"
     lr: float = 0.002
