@@ -100,9 +100,7 @@ def train(
         typer.Option("--output", "-o", help=f"Model folder [default: {DEFAULT_MODEL_DIR}]."),
     ] = None,
     cell: Annotated[Cell | None, typer.Option(help="Recurrent cell [default: lstm].")] = None,
-    decoder: Annotated[
-        Decoder | None, typer.Option(help="Output layer [default: crf].")
-    ] = None,
+    decoder: Annotated[Decoder | None, typer.Option(help="Output layer [default: crf].")] = None,
     char_encoder: Annotated[
         CharEncoder | None, typer.Option(help="Character features [default: cnn].")
     ] = None,
@@ -139,7 +137,18 @@ def train(
     config: Annotated[
         Path | None, typer.Option(help="JSON file of config keys; flags given here override it.")
     ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Pretrained word vectors: GloVe, word2vec or fastText text (.gz ok)."),
+    ] = None,
+    freeze_embeddings: Annotated[
+        bool | None,
+        typer.Option("--freeze-embeddings/--tune-embeddings", help="[default: tune]"),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Build data, vocabulary and model, print the summary, stop.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a tagger and save it to a model folder (the bundled corpus by default)."""
@@ -170,11 +179,22 @@ def train(
         "encoding": encoding,
         "tag_column": tag_column,
         "unseen_labels": unseen_labels,
+        "embeddings": embeddings,
+        "freeze_embeddings": freeze_embeddings,
     }
     given = {k: _plain(v) for k, v in flags.items() if v is not None}
     if overwrite:
         given["overwrite"] = True
-    run(TrainConfig.from_dict({**base.to_dict(), **given}), progress=not quiet)
+    final = TrainConfig.from_dict({**base.to_dict(), **given})
+    if dry_run:
+        from tagger.runtime import set_threads
+        from tagger.summary import summary
+        from tagger.training import build
+
+        set_threads(final.threads)
+        typer.echo(summary(build(final, say=typer.echo).model))
+        return
+    run(final, progress=not quiet)
 
 
 @app.command()
@@ -255,6 +275,22 @@ def predict(
     tagger = Tagger.load(model, device=device or "auto")
     chunks = predict_lines(tagger, read_lines(input, encoding), fmt.value, pretokenized)
     write_atomic(chunks, output)
+
+
+@app.command("summary")
+@user_errors
+def summary_command(model: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
+    """Print the model's layers, output shapes and parameter counts (like Keras)."""
+    from tagger.predict import Tagger
+    from tagger.summary import summary
+
+    tagger = Tagger.load(model, device="cpu")
+    cfg = tagger.config
+    typer.echo(
+        f"{model}: {cfg.cell}, {cfg.decoder}, char {cfg.char_encoder}, scheme {cfg.scheme}, "
+        f"{len(tagger.vocab.words):,} words, {len(tagger.vocab.labels)} labels"
+    )
+    typer.echo(summary(tagger.model))
 
 
 @app.command("data")

@@ -47,7 +47,9 @@ class TrainConfig:
     bidirectional: bool = True
     num_layers: int = 1
     hidden_size: int = 200
-    word_dim: int = 100
+    word_dim: int = 100  # taken from the vectors file when `embeddings` is given
+    embeddings: str | None = None  # GloVe / word2vec / fastText text vectors (.gz ok)
+    freeze_embeddings: bool = False
     char_encoder: str = "cnn"
     char_dim: int = 30
     char_hidden: int = 50  # CNN filters, or LSTM units per direction

@@ -6,6 +6,7 @@ C = longest word in characters, K = number of labels.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -72,6 +73,17 @@ class Embedder(nn.Module):
             + (self.chars.output_dim if self.chars is not None else 0)
             + config.casing_dim
         )
+
+    def load_pretrained(self, vocab: Vocab, vectors: dict[str, np.ndarray], freeze: bool) -> int:
+        """Copy vectors into the rows of the words that have one; returns how many."""
+        rows = [(i, vectors[w]) for i, w in enumerate(vocab.words) if w in vectors]
+        if rows:
+            index = torch.tensor([i for i, _ in rows])
+            values = torch.from_numpy(np.stack([v for _, v in rows]))
+            with torch.no_grad():
+                self.words.weight[index] = values.to(self.words.weight.dtype)
+        self.words.weight.requires_grad_(not freeze)
+        return len(rows)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Batch -> (B, T, output_dim)."""

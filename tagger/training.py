@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,12 +16,16 @@ from tagger import schemes
 from tagger.batching import Encoded, bucket_batches, encode
 from tagger.config import TrainConfig
 from tagger.data import decoded_tags, load_data, tag_names
+from tagger.embeddings import Vectors, read_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
 from tagger.model import SequenceTagger
 from tagger.predict import Tagger, decode_all
 from tagger.runtime import resolve_device, seed_everything, set_threads
 from tagger.vocab import Vocab
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
 
 def fingerprint(tokens: list[list[str]], tags: list[list[str]]) -> str:
@@ -31,21 +36,23 @@ def fingerprint(tokens: list[list[str]], tags: list[list[str]]) -> str:
     return digest.hexdigest()
 
 
-def train(config: TrainConfig | None = None, *, progress: bool = True, **overrides) -> Path:
-    """Train a tagger and write its model folder; returns the folder's path.
+@dataclass
+class Setup:
+    """Everything a run needs before its first step: data, vocabulary, model."""
 
-    ``overrides`` replace fields of ``config`` (``train(max_epochs=5, cell="gru")``).
-    Ctrl-C ends training early and keeps the best epoch so far.
-    """
-    config = replace(config or TrainConfig(), **overrides).validate()
-    output = Path(config.output)
-    if output.exists() and not config.overwrite:
-        raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
-    set_threads(config.threads)
+    config: TrainConfig
+    data: DatasetDict
+    vocab: Vocab
+    encoded: dict[str, Encoded]
+    gold: dict[str, list[list[str]]]  # IOB2 tags per split, what scores compare against
+    model: SequenceTagger
+    device: torch.device
+
+
+def build(config: TrainConfig, say=lambda *_: None) -> Setup:
+    """Load the data, build the vocabulary (train split only) and the model."""
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    say = _printer(progress)
-
     data = load_data(
         config.data,
         dev=config.dev,
@@ -61,27 +68,58 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
             "the data has no validation split, needed for early stopping: give --dev PATH "
             "(or a folder with dev.txt)"
         )
-    train_tokens, train_tags = data["train"]["tokens"], decoded_tags(data["train"])
+    vectors = None
+    if config.embeddings:
+        vectors = _read_embeddings(config, data, say)
+        if vectors.dim != config.word_dim:
+            config = replace(config, word_dim=vectors.dim)
     vocab = Vocab.build(
-        train_tokens,
+        data["train"]["tokens"],
         tag_names(data["train"]),
         min_freq=config.min_freq,
         max_size=config.max_vocab,
         lowercase=config.lowercase,
         normalize_digits=config.normalize_digits,
+        extra_words=vectors.vectors if vectors else (),
     )
     encoded = {split: encode(vocab, ds["tokens"], decoded_tags(ds)) for split, ds in data.items()}
     gold = {split: [schemes.to_iob2(t) for t in decoded_tags(ds)] for split, ds in data.items()}
-
-    model = SequenceTagger(config, vocab).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
+    model = SequenceTagger(config, vocab)
+    if vectors is not None:
+        model.embedder.load_pretrained(vocab, vectors.vectors, config.freeze_embeddings)
     say(
         f"data: {', '.join(f'{s} {len(ds):,} sentences' for s, ds in data.items())}; "
         f"vocab: {len(vocab.words):,} words, {len(vocab.chars):,} chars, "
         f"{len(vocab.labels)} labels; "
         f"model: {config.cell} x{config.num_layers}{' bi' if config.bidirectional else ''}, "
-        f"{config.decoder}, {n_params:,} parameters on {device}"
+        f"{config.decoder}, {sum(p.numel() for p in model.parameters()):,} parameters on {device}"
     )
+    return Setup(config, data, vocab, encoded, gold, model.to(device), device)
+
+
+def train(config: TrainConfig | None = None, *, progress: bool = True, **overrides) -> Path:
+    """Train a tagger and write its model folder; returns the folder's path.
+
+    ``overrides`` replace fields of ``config`` (``train(max_epochs=5, cell="gru")``).
+    Ctrl-C ends training early and keeps the best epoch so far.
+    """
+    config = replace(config or TrainConfig(), **overrides).validate()
+    output = Path(config.output)
+    if output.exists() and not config.overwrite:
+        raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
+    set_threads(config.threads)
+    say = _printer(progress)
+    setup = build(config, say)
+    config, data, vocab, encoded, gold, model, device = (
+        setup.config,
+        setup.data,
+        setup.vocab,
+        setup.encoded,
+        setup.gold,
+        setup.model,
+        setup.device,
+    )
+    n_params = sum(p.numel() for p in model.parameters())
     optimizer = _optimizer(config, model)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
@@ -154,7 +192,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         "epochs": epochs,
     }
     data_info = {
-        "fingerprint": fingerprint(train_tokens, train_tags),
+        "fingerprint": fingerprint(data["train"]["tokens"], decoded_tags(data["train"])),
         "source": config.data or "bundled",
         "sentences": {split: len(ds) for split, ds in data.items()},
     }
@@ -164,6 +202,25 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         say(f"\n{split} (best epoch {best_epoch}):\n{format_report(scores)}")
     say(f"\nmodel saved to {path}")
     return path
+
+
+def _read_embeddings(config: TrainConfig, data, say) -> Vectors:
+    """Vectors for the words of every split (no labels used), with a coverage line."""
+    probe = Vocab([], [], [], config.lowercase, config.normalize_digits)
+    running = {
+        split: [probe.normalize(t) for toks in ds["tokens"] for t in toks]
+        for split, ds in data.items()
+    }
+    keep = {w for words in running.values() for w in words}
+    vectors = read_vectors(config.embeddings, keep, probe.normalize)
+    cover = ", ".join(
+        f"{split} coverage {100 * vectors.coverage(words):.1f}%" for split, words in running.items()
+    )
+    say(
+        f"embeddings: {len(vectors.vectors):,} / {vectors.total:,} vectors used "
+        f"(dim {vectors.dim}), {cover}"
+    )
+    return vectors
 
 
 def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -228,5 +285,5 @@ def _printer(enabled: bool):
         return lambda *_: None
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # long log lines stay whole
     return console.print
