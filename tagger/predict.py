@@ -45,7 +45,10 @@ class Tagger:
         self.vocab = vocab
         self.metrics = metrics or {}
         self.data = data or {}
-        self._labels = np.array(vocab.labels, dtype=object)
+        # Each label's IOB2 spelling (BIOES E- is I-, S- is B-): enough for CRF output,
+        # which the constraints keep valid; softmax output is repaired token by token.
+        self._iob2 = np.array([schemes.iob2_label(t) for t in vocab.labels], dtype=object)
+        self._valid = config.decoder == "crf"
         self._nlp = None
 
     @classmethod
@@ -96,13 +99,22 @@ class Tagger:
         if not keep:
             return tags, probs
         enc = encode(self.vocab, [sentences[i] for i in keep])
-        ids, best = decode_all(self.model, enc, batch_size, self.device, scores)
+        found, best = self.predict_encoded(enc, batch_size, scores)
         for n, i in enumerate(keep):
-            labels = self._labels[ids[n]].tolist()
-            tags[i] = schemes.to_iob2(labels)  # valid IOB2 whatever the scheme or decoder
+            tags[i] = found[n]
             if scores:
                 probs[i] = best[n]
         return tags, probs
+
+    def predict_encoded(
+        self, enc: Encoded, batch_size: int = 256, scores: bool = False
+    ) -> tuple[list[list[str]], list[np.ndarray] | None]:
+        """IOB2 tags (and tag probabilities) for an already encoded split."""
+        ids, best = decode_all(self.model, enc, batch_size, self.device, scores)
+        tags = [self._iob2[row].tolist() for row in ids]
+        if not self._valid:
+            tags = [schemes.to_iob2(t) for t in tags]
+        return tags, best
 
     # ------------------------------------------------------------------ text
 

@@ -69,6 +69,14 @@ def to_iob2(tags: Sequence[str]) -> list[str]:
     return out
 
 
+def iob2_label(tag: str) -> str:
+    """One label's IOB2 spelling: ``E-X`` -> ``I-X``, ``S-X`` -> ``B-X``."""
+    prefix, etype = parse_tag(tag)
+    if prefix == OUTSIDE:
+        return OUTSIDE
+    return f"{'B' if prefix in ('B', 'S') else 'I'}-{etype}"
+
+
 def iob2_to_bioes(tags: Sequence[str]) -> list[str]:
     """Convert valid IOB2 tags to BIOES (single-token mentions ``S-``, last tokens ``E-``)."""
     out: list[str] = []

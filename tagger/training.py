@@ -20,7 +20,7 @@ from tagger.embeddings import Vectors, read_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
 from tagger.model import SequenceTagger
-from tagger.predict import Tagger, decode_all
+from tagger.predict import Tagger
 from tagger.runtime import resolve_device, seed_everything, set_threads
 from tagger.vocab import Vocab
 
@@ -120,6 +120,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         setup.device,
     )
     n_params = sum(p.numel() for p in model.parameters())
+    scorer = Tagger(model, config, vocab)  # shares the module: scores what predict() gives
     optimizer = _optimizer(config, model)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
@@ -138,7 +139,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
             )
             seconds = time.perf_counter() - t0
             schedule.step()
-            dev = _score(model, vocab, encoded["validation"], gold["validation"], device)
+            dev = score(gold["validation"], scorer.predict_encoded(encoded["validation"])[0])
             improved = dev["f1"] > best_f1
             if improved:
                 best_f1, best_epoch, stale = dev["f1"], epoch, 0
@@ -176,7 +177,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
 
     model.load_state_dict(best_state)
     final = {
-        split: _score(model, vocab, encoded[split], gold[split], device)
+        split: score(gold[split], scorer.predict_encoded(encoded[split])[0])
         for split in ("validation", "test")
         if split in encoded
     }
@@ -196,8 +197,8 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         "source": config.data or "bundled",
         "sentences": {split: len(ds) for split, ds in data.items()},
     }
-    tagger = Tagger(model, config, vocab, metrics, data_info)
-    path = tagger.save(output, overwrite=config.overwrite)
+    scorer.metrics, scorer.data = metrics, data_info
+    path = scorer.save(output, overwrite=config.overwrite)
     for split, scores in final.items():
         say(f"\n{split} (best epoch {best_epoch}):\n{format_report(scores)}")
     say(f"\nmodel saved to {path}")
@@ -272,12 +273,6 @@ def _train_epoch(model, enc: Encoded, config, optimizer, rng, device, epoch, pro
                 task, advance=1, loss=total / sentences, speed=tokens / (time.perf_counter() - t0)
             )
     return total / max(sentences, 1)
-
-
-def _score(model, vocab: Vocab, enc: Encoded, gold, device) -> dict:
-    labels = np.array(vocab.labels, dtype=object)
-    ids, _ = decode_all(model, enc, device=device)
-    return score(gold, [schemes.to_iob2(labels[row].tolist()) for row in ids])
 
 
 def _printer(enabled: bool):
