@@ -65,6 +65,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
     clip: float = 5.0
+    ema_decay: float = 0.999  # weights averaged over ~1/(1-decay) steps; 0 = off
     batch_size: int = 32
     max_epochs: int = 30
     patience: int = 5
@@ -86,7 +87,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise TaggerError(f"config: {key} must be at least 1, not {getattr(self, key)}")
-        for key in ("dropout", "word_dropout"):
+        for key in ("dropout", "word_dropout", "ema_decay"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise TaggerError(f"config: {key} must be in [0, 1), not {getattr(self, key)}")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:

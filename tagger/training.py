@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from tagger import schemes
 from tagger.batching import Encoded, bucket_batches, encode
@@ -120,7 +121,13 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         setup.device,
     )
     n_params = sum(p.numel() for p in model.parameters())
-    scorer = Tagger(model, config, vocab)  # shares the module: scores what predict() gives
+    # An exponential moving average of the weights is what gets scored and saved: it
+    # smooths the step-to-step noise of Adam, so dev F1 is steadier and higher.
+    ema = None
+    if config.ema_decay:
+        ema = AveragedModel(model, avg_fn=_ema_with_warmup(config.ema_decay))
+    final_model = ema.module if ema is not None else model
+    scorer = Tagger(final_model, config, vocab)  # shares the module: scores what predict() gives
     optimizer = _optimizer(config, model)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
@@ -135,7 +142,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         for epoch in range(1, config.max_epochs + 1):
             t0 = time.perf_counter()
             loss = _train_epoch(
-                model, encoded["train"], config, optimizer, rng, device, epoch, progress
+                model, ema, encoded["train"], config, optimizer, rng, device, epoch, progress
             )
             seconds = time.perf_counter() - t0
             schedule.step()
@@ -143,7 +150,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
             improved = dev["f1"] > best_f1
             if improved:
                 best_f1, best_epoch, stale = dev["f1"], epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(final_model.state_dict())
             else:
                 stale += 1
             n_tokens = int(encoded["train"].lengths.sum())
@@ -175,7 +182,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
             ) from None
         say(f"interrupted: keeping the best epoch so far ({best_epoch})")
 
-    model.load_state_dict(best_state)
+    final_model.load_state_dict(best_state)
     final = {
         split: score(gold[split], scorer.predict_encoded(encoded[split])[0])
         for split in ("validation", "test")
@@ -224,6 +231,17 @@ def _read_embeddings(config: TrainConfig, data, say) -> Vectors:
     return vectors
 
 
+def _ema_with_warmup(decay: float):
+    """EMA update whose decay grows as min(decay, (1 + n) / (10 + n)) with the step n,
+    so a short run (a small corpus) is not averaged with its random initialisation."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor):
+        n = float(steps)
+        return averaged.lerp(current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
+
+
 def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam or SGD; the fused kernels (one pass over all parameters) where torch has them,
     which matters here because the dense word-embedding update dominates a step."""
@@ -239,7 +257,9 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
-def _train_epoch(model, enc: Encoded, config, optimizer, rng, device, epoch, progress) -> float:
+def _train_epoch(
+    model, ema, enc: Encoded, config, optimizer, rng, device, epoch, progress
+) -> float:
     """One pass over shuffled length buckets; returns the mean loss per sentence."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -265,6 +285,8 @@ def _train_epoch(model, enc: Encoded, config, optimizer, rng, device, epoch, pro
             if config.clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             n = len(batch.index)
             total += loss.item() * n
             sentences += n
