@@ -125,7 +125,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
     # smooths the step-to-step noise of Adam, so dev F1 is steadier and higher.
     ema = None
     if config.ema_decay:
-        ema = AveragedModel(model, avg_fn=_ema_with_warmup(config.ema_decay))
+        ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(config.ema_decay))
     final_model = ema.module if ema is not None else model
     scorer = Tagger(final_model, config, vocab)  # shares the module: scores what predict() gives
     optimizer = _optimizer(config, model)
@@ -235,9 +235,11 @@ def _ema_with_warmup(decay: float):
     """EMA update whose decay grows as min(decay, (1 + n) / (10 + n)) with the step n,
     so a short run (a small corpus) is not averaged with its random initialisation."""
 
-    def update(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor):
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor):
         n = float(steps)
-        return averaged.lerp(current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for avg, cur in zip(averaged, current):
+            avg.lerp_(cur, weight)  # in place: no copy of the embedding table per step
 
     return update
 
