@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # keep "[default: ...]" in help texts literal
 )
 
 
@@ -268,13 +269,45 @@ def predict(
     ] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the input.")] = "utf-8",
     device: DeviceOpt = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a displaCy HTML page of the entities to this file instead of "
+            "JSON lines or CoNLL (raw text only)."
+        ),
+    ] = None,
 ) -> None:
     """Tag raw text (tokenized with spaCy) or pre-tokenized text, streaming."""
     from tagger.predict import Tagger, predict_lines, read_lines, write_atomic
 
+    if html is not None and (pretokenized or output is not None):
+        raise TaggerError("--html writes the page itself: drop --pretokenized and --output")
     tagger = Tagger.load(model, device=device or "auto")
+    if html is not None:
+        from tagger.spacy_component import build_pipeline, render_html
+
+        docs = build_pipeline(tagger).pipe(read_lines(input, encoding), batch_size=256)
+        write_atomic([render_html(docs)], html)
+        return
     chunks = predict_lines(tagger, read_lines(input, encoding), fmt.value, pretokenized)
     write_atomic(chunks, output)
+
+
+@app.command("export-spacy")
+@user_errors
+def export_spacy_command(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    output: Annotated[Path, typer.Argument(help="spaCy pipeline folder to write.")],
+    lang: Annotated[
+        str | None, typer.Option(help="spaCy language code (default: the model's own, e.g. en).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Write a spaCy pipeline (tokenizer, sentencizer, tagger_ner) that spacy.load reads."""
+    from tagger.spacy_component import export_spacy
+
+    path = export_spacy(model, output, lang=lang, overwrite=overwrite)
+    typer.echo(f"wrote {path}; load it with spacy.load({str(path)!r})")
 
 
 @app.command("summary")

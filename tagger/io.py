@@ -81,7 +81,7 @@ def save_model(path: str | Path, files: ModelFiles, overwrite: bool = False) -> 
                 "".join(json.dumps(e) + "\n" for e in epochs), encoding="utf-8"
             )
             (tmp / CONFIG).write_text(_json(header), encoding="utf-8")  # last: marks complete
-            _replace_dir(tmp, path)
+            replace_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -90,7 +90,7 @@ def save_model(path: str | Path, files: ModelFiles, overwrite: bool = False) -> 
     return path
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
+def replace_dir(src: Path, dst: Path) -> None:
     """Move ``src`` to ``dst``; an old ``dst`` is set aside first and removed last."""
     if not dst.exists():
         os.replace(src, dst)

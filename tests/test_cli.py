@@ -425,3 +425,36 @@ def test_public_api_exports():
     assert set(tagger.__all__) >= {"load_data", "Vocab", "evaluate", "__version__"}
     with pytest.raises(AttributeError):
         tagger.no_such_thing  # noqa: B018
+
+
+def test_export_spacy(trained_model, tmp_path):
+    out = tmp_path / "pipeline"
+    assert_ok(cli("export-spacy", trained_model, out))
+    assert (out / "config.cfg").is_file() and (out / "tagger_ner" / "model.safetensors").is_file()
+    assert_user_error(cli("export-spacy", trained_model, out), "already exists", "--overwrite")
+    assert_ok(cli("export-spacy", trained_model, out, "--overwrite", "--lang", "de"))
+    assert json.loads((out / "meta.json").read_text())["lang"] == "de"
+    assert_user_error(
+        cli("export-spacy", tmp_path / "missing", tmp_path / "x"), "no such model folder"
+    )
+
+
+def test_predict_html(trained_model, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("Angela Merkel visited Paris on Monday.\n\nNothing happened today.\n")
+    page = tmp_path / "out.html"
+    result = cli("predict", text, "-m", trained_model, "--html", page)
+    assert_ok(result)
+    assert result.stdout == ""
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    for fragment in ("Angela Merkel", "PER", "Paris", "LOC", "Nothing happened today."):
+        assert fragment in html
+    assert_user_error(
+        cli("predict", text, "-m", trained_model, "--html", page, "--pretokenized"), "--html"
+    )
+
+
+def test_help_shows_defaults():
+    result = cli("train", "--help")
+    assert "[default: lstm]" in result.stdout
