@@ -136,7 +136,11 @@ def train(
         typer.Option(help="Dev/test labels unseen in train: 'error' or 'O' (map to O)."),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="JSON file of config keys; flags given here override it.")
+        Path | None,
+        typer.Option(
+            help="JSON or .toml file of config keys (`tagger init-config` writes one); "
+            "flags given here override it."
+        ),
     ] = None,
     embeddings: Annotated[
         Path | None,
@@ -363,20 +367,125 @@ def data_report(
         ]
         for split, row in rep["splits"].items()
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        typer.echo(
-            "  ".join(
-                c.ljust(w) if i in (0, len(r) - 1) else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths))
-            )
-        )
+    _echo_table(header, rows, left={0, len(header) - 1})
     typer.echo("")
     for split, row in rep["splits"].items():
         typer.echo(f"{split}: {row['source']}")
     labels = sorted({t for row in rep["splits"].values() for t in row["labels"]})
     typer.echo(f"scheme: {rep['scheme']} (normalised to IOB2 for training)")
     typer.echo(f"labels ({len(labels)}): {' '.join(labels)}")
+
+
+@app.command("init-config")
+@user_errors
+def init_config(
+    path: Annotated[Path, typer.Argument(help="TOML file to write.")] = Path("tagger.toml"),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented TOML file of every training option and its default."""
+    from tagger.config import toml_template
+
+    if path.exists() and not force:
+        raise TaggerError(f"{path} already exists; pass --force to replace it")
+    try:
+        path.write_text(toml_template(), encoding="utf-8")
+    except OSError as err:
+        raise TaggerError(f"cannot write {path}: {err.strerror or err}") from None
+    typer.echo(f"wrote {path}; edit it, then run `tagger train --config {path}`")
+
+
+@app.command()
+@user_errors
+def compare(
+    models: Annotated[list[Path], typer.Argument(help="Model folders.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Compare trained models: settings, size, epochs, speed, dev and test F1 (per type)."""
+    rows = [_model_row(path) for path in models]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    types = sorted({t for row in rows for t in row["test_per_type"]})
+    header = ["model", "cell", "decoder", "chars", "parameters", "epochs", "best", "s/epoch"]
+    header += ["dev_f1", "test_f1", *types]
+    table = [
+        [
+            row["model"],
+            row["cell"],
+            row["decoder"],
+            row["char_encoder"],
+            _fmt(row["parameters"], "{:,}"),
+            str(row["epochs"]),
+            _fmt(row["best_epoch"], "{}"),
+            _fmt(row["seconds_per_epoch"], "{:.2f}"),
+            _fmt(row["dev_f1"], "{:.2f}", 100),
+            _fmt(row["test_f1"], "{:.2f}", 100),
+            *(_fmt(row["test_per_type"].get(t), "{:.2f}", 100) for t in types),
+        ]
+        for row in rows
+    ]
+    _echo_table(header, table, left={0, 1, 2, 3})
+    typer.echo("\nF1 in percent; the entity-type columns are test F1.")
+
+
+@app.command()
+@user_errors
+def plot(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="PNG file [default: MODEL/training.png]."),
+    ] = None,
+) -> None:
+    """Draw train loss and dev F1 per epoch, best epoch marked, as a PNG."""
+    from tagger.io import PLOT, read_metrics
+    from tagger.plot import plot_training
+
+    header, metrics = read_metrics(model)
+    cfg = header["config"]
+    title = f"{model.name}: {cfg.get('cell')}, {cfg.get('decoder')}"
+    path = plot_training(metrics, output or model / PLOT, title)
+    typer.echo(f"wrote {path}")
+
+
+def _model_row(path: Path) -> dict:
+    """One model's settings and scores for ``compare``, from its JSON files only."""
+    from statistics import median
+
+    from tagger.io import read_metrics
+
+    header, metrics = read_metrics(path)
+    cfg, epochs = header["config"], metrics.get("epochs") or []
+    test = metrics.get("test") or {}
+    return {
+        "model": str(path),
+        "cell": cfg.get("cell"),
+        "decoder": cfg.get("decoder"),
+        "char_encoder": cfg.get("char_encoder"),
+        "parameters": metrics.get("parameters"),
+        "epochs": len(epochs),
+        "best_epoch": metrics.get("best_epoch"),
+        "seconds_per_epoch": median(e["seconds"] for e in epochs) if epochs else None,
+        "dev_f1": metrics.get("dev_f1"),
+        "test_f1": metrics.get("test_f1"),
+        "test_per_type": {t: s["f1"] for t, s in test.get("per_type", {}).items()},
+    }
+
+
+def _fmt(value, spec: str, scale: int = 1) -> str:
+    """``spec`` applied to ``value * scale``; ``-`` for a missing value."""
+    return "-" if value is None else spec.format(value * scale)
+
+
+def _echo_table(header: list[str], rows: list[list[str]], left: set[int]) -> None:
+    """Plain aligned columns (parseable, no colours): ``left`` columns left-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        typer.echo(
+            "  ".join(
+                c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+        )
 
 
 def _plain(value):

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from tagger.errors import TaggerError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = "models/tagger"
@@ -25,10 +32,13 @@ CHOICES = {
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; CLI flags and ``--config`` files fill it."""
+    """Everything that defines a training run; CLI flags and ``--config`` files fill it.
+
+    Every field has a one-line description in ``HELP`` below (``tagger init-config``).
+    """
 
     # data
-    data: str | None = None  # hub id, folder or train file; None = bundled corpus
+    data: str | None = None
     dev: str | None = None
     test: str | None = None
     revision: str | None = None
@@ -36,7 +46,7 @@ class TrainConfig:
     encoding: str = "utf-8"
     unseen_labels: str = "error"
     scheme: str = "IOB2"
-    lang: str = "en"  # spaCy language used to tokenize raw text at prediction time
+    lang: str = "en"
     # vocabulary
     lowercase: bool = True
     normalize_digits: bool = True
@@ -47,25 +57,25 @@ class TrainConfig:
     bidirectional: bool = True
     num_layers: int = 1
     hidden_size: int = 200
-    word_dim: int = 100  # taken from the vectors file when `embeddings` is given
-    embeddings: str | None = None  # GloVe / word2vec / fastText text vectors (.gz ok)
+    word_dim: int = 100
+    embeddings: str | None = None
     freeze_embeddings: bool = False
     char_encoder: str = "cnn"
     char_dim: int = 30
-    char_hidden: int = 50  # CNN filters, or LSTM units per direction
+    char_hidden: int = 50
     char_kernel: int = 3
-    casing_dim: int = 10  # 0 turns casing features off
+    casing_dim: int = 10
     dropout: float = 0.5
     word_dropout: float = 0.05
     decoder: str = "crf"
     # optimisation
     optimizer: str = "adam"
     lr: float = 0.002
-    lr_decay: float = 0.05  # lr / (1 + decay * epoch)
-    momentum: float = 0.9  # SGD only
+    lr_decay: float = 0.05
+    momentum: float = 0.9
     weight_decay: float = 0.0
     clip: float = 5.0
-    ema_decay: float = 0.999  # weights averaged over ~1/(1-decay) steps; 0 = off
+    ema_decay: float = 0.999
     batch_size: int = 32
     max_epochs: int = 30
     patience: int = 5
@@ -76,24 +86,25 @@ class TrainConfig:
     output: str = DEFAULT_MODEL_DIR
     overwrite: bool = False
 
-    def validate(self) -> TrainConfig:
-        """Check choices and ranges; raises ``TaggerError`` naming the key."""
+    def validate(self, where: str = "config") -> TrainConfig:
+        """Check choices and ranges; raises ``TaggerError`` naming the key (and file)."""
         for key, allowed in CHOICES.items():
-            if getattr(self, key) not in allowed:
+            value = getattr(self, key)
+            if value not in allowed:
                 raise TaggerError(
-                    f"config: {key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}"
+                    f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}"
                 )
         positive = ("num_layers", "hidden_size", "word_dim", "batch_size", "max_epochs", "min_freq")
         for key in positive:
             if getattr(self, key) < 1:
-                raise TaggerError(f"config: {key} must be at least 1, not {getattr(self, key)}")
+                raise TaggerError(f"{where}: {key} must be at least 1, not {getattr(self, key)}")
         for key in ("dropout", "word_dropout", "ema_decay"):
             if not 0.0 <= getattr(self, key) < 1.0:
-                raise TaggerError(f"config: {key} must be in [0, 1), not {getattr(self, key)}")
+                raise TaggerError(f"{where}: {key} must be in [0, 1), not {getattr(self, key)}")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:
-            raise TaggerError(f"config: char_kernel must be odd, not {self.char_kernel}")
+            raise TaggerError(f"{where}: char_kernel must be odd, not {self.char_kernel}")
         if self.lr <= 0:
-            raise TaggerError(f"config: lr must be positive, not {self.lr}")
+            raise TaggerError(f"{where}: lr must be positive, not {self.lr}")
         return self
 
     def to_dict(self) -> dict:
@@ -109,21 +120,117 @@ class TrainConfig:
             if key not in known:
                 raise TaggerError(f"{where}: unknown key {key!r}")
             values[key] = _coerce(key, value, hints[key], where)
-        return cls(**values).validate()
+        return cls(**values).validate(where)
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a JSON file, or TOML when the name ends in ``.toml``."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise TaggerError(f"{path}: no such file") from None
-        except json.JSONDecodeError as err:
-            raise TaggerError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+        if path.suffix.lower() == ".toml":
+            data = _parse_toml(text, path)
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise TaggerError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
         if not isinstance(data, dict):
             raise TaggerError(f"{path}: expected a JSON object of config keys")
         data.pop("format_version", None)
         return cls.from_dict(data, where=str(path))
+
+
+HELP = {
+    "data": "hub id (e.g. conll2003), folder of CoNLL files or training file; unset = bundled",
+    "dev": "CoNLL file for the validation split",
+    "test": "CoNLL file for the test split",
+    "revision": "hub revision (branch, tag or commit)",
+    "tag_column": "column holding the tag (0-based; -1 = last)",
+    "encoding": "text encoding of the input files",
+    "unseen_labels": "dev/test labels unseen in train: error, or O (map them to O)",
+    "scheme": "tag scheme to train in: IOB2 or BIOES (scores are on entity spans)",
+    "lang": "spaCy language used to tokenize raw text at prediction time",
+    "lowercase": "look words up lower-cased (the character encoder keeps the case)",
+    "normalize_digits": "map digits to 0 for word lookup",
+    "min_freq": "keep training words seen at least this many times",
+    "max_vocab": "keep at most this many words, most frequent first",
+    "cell": "recurrent cell: rnn, lstm or gru",
+    "bidirectional": "read sentences in both directions",
+    "num_layers": "stacked recurrent layers",
+    "hidden_size": "recurrent units per direction",
+    "word_dim": "word embedding size (taken from the vectors file with `embeddings`)",
+    "embeddings": "pretrained vectors: GloVe, word2vec or fastText text (.gz ok)",
+    "freeze_embeddings": "keep the pretrained vectors fixed during training",
+    "char_encoder": "character features: cnn, lstm or none",
+    "char_dim": "character embedding size",
+    "char_hidden": "character CNN filters, or LSTM units per direction",
+    "char_kernel": "character CNN window (odd)",
+    "casing_dim": "size of the word-shape (casing) embedding; 0 turns it off",
+    "dropout": "dropout on embeddings and encoder output",
+    "word_dropout": "probability of replacing a training word by UNK",
+    "decoder": "output layer: crf (valid tag sequences) or softmax",
+    "optimizer": "adam or sgd",
+    "lr": "learning rate",
+    "lr_decay": "learning rate schedule: lr / (1 + lr_decay * epoch)",
+    "momentum": "SGD momentum (sgd only)",
+    "weight_decay": "L2 penalty on the weights",
+    "clip": "clip the gradient norm to this (0 = off)",
+    "ema_decay": "average the weights over ~1/(1-decay) steps; 0 = off",
+    "batch_size": "sentences per batch",
+    "max_epochs": "most epochs",
+    "patience": "stop after this many epochs without dev F1 gain",
+    "seed": "random seed: data order, initialisation and dropout",
+    "device": "auto, cpu, cuda or cuda:N (auto = GPU when present)",
+    "threads": "torch intra-op threads (unset = one per core)",
+    "output": "model folder to write",
+    "overwrite": "replace an existing model folder",
+}
+
+
+def toml_template() -> str:
+    """The defaults as a commented TOML file; keys whose default is None (which TOML
+    cannot spell) are written commented out."""
+    hints = typing.get_type_hints(TrainConfig)
+    lines = [
+        "# tagger training config: `tagger train --config FILE`; flags given there override it.",
+        "# Every key is optional; a key left out keeps the default shown here. Keys written",
+        "# commented out have no value by default (TOML has no null): uncomment to set one.",
+    ]
+    for f in fields(TrainConfig):
+        lines.append("")
+        value = getattr(TrainConfig(), f.name)
+        if value is None:
+            kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)]
+            example = '"..."' if kinds == [str] else "..."
+            lines += [f"# {HELP[f.name]}", f"# {f.name} = {example}"]
+        else:
+            lines += [f"# {HELP[f.name]}", f"{f.name} = {_toml_value(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: bool | int | float | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return repr(value)
+
+
+def _parse_toml(text: str, path: Path) -> dict:
+    """``tomllib.loads`` with its error as ``FILE:LINE: ...``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        where = re.search(r" \(at line (\d+), column (\d+)\)", str(err))
+        if where is None:
+            raise TaggerError(f"{path}: not valid TOML: {err}") from None
+        message = str(err).replace(where.group(0), "")
+        raise TaggerError(
+            f"{path}:{where.group(1)}: not valid TOML: {message} (column {where.group(2)})"
+        ) from None
 
 
 def _coerce(key: str, value, hint, where: str):

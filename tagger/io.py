@@ -1,4 +1,5 @@
-"""Model folders: ``config.json``, ``vocab.json``, ``model.safetensors``, ``metrics.json``.
+"""Model folders: ``config.json``, ``vocab.json``, ``model.safetensors``, ``metrics.json``
+(and optional extras such as ``training.png``, which loading never needs).
 
 Folders are written whole into a temporary sibling and renamed into place, so a crash
 never leaves a half-written model and an existing one is only replaced when asked.
@@ -29,6 +30,7 @@ CONFIG, VOCAB, WEIGHTS, METRICS, EPOCHS = (
     "metrics.json",
     "epochs.jsonl",
 )
+PLOT = "training.png"  # optional: training curves, written by train()
 
 
 @dataclass
@@ -46,8 +48,17 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 
-def save_model(path: str | Path, files: ModelFiles, overwrite: bool = False) -> Path:
-    """Write a model folder atomically; refuses to replace one unless ``overwrite``."""
+def save_model(
+    path: str | Path,
+    files: ModelFiles,
+    overwrite: bool = False,
+    extras: dict[str, bytes] | None = None,
+) -> Path:
+    """Write a model folder atomically; refuses to replace one unless ``overwrite``.
+
+    ``extras`` (file name to bytes, e.g. ``training.png``) go into the same folder, so
+    they appear together with the model or not at all.
+    """
     from safetensors.torch import save
 
     path = Path(path)
@@ -73,6 +84,8 @@ def save_model(path: str | Path, files: ModelFiles, overwrite: bool = False) -> 
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
         try:
+            for name, content in (extras or {}).items():
+                (tmp / name).write_bytes(content)
             (tmp / WEIGHTS).write_bytes(weights)
             (tmp / VOCAB).write_text(_json(files.vocab.to_dict()), encoding="utf-8")
             (tmp / METRICS).write_text(_json(files.metrics), encoding="utf-8")
@@ -134,6 +147,22 @@ def read_header(path: str | Path) -> dict:
     if missing:
         raise TaggerError(f"{path / CONFIG} is incomplete: no {', '.join(missing)}")
     return header
+
+
+def read_metrics(path: str | Path) -> tuple[dict, dict]:
+    """The header and ``metrics.json`` of a model folder, without the weights
+    (``tagger compare`` and ``tagger plot`` need no torch model)."""
+    path = Path(path)
+    header = read_header(path)
+    try:
+        metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TaggerError(f"{path}: missing {METRICS}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TaggerError(f"{path / METRICS}: not valid JSON ({err})") from None
+    if not isinstance(metrics, dict):
+        raise TaggerError(f"{path / METRICS}: expected a JSON object")
+    return header, metrics
 
 
 def load_model(path: str | Path) -> ModelFiles:

@@ -66,11 +66,14 @@ class Tagger:
             model.to(resolve_device(device)), files.config, files.vocab, files.metrics, files.data
         )
 
-    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+    def save(
+        self, path: str | Path, overwrite: bool = False, extras: dict[str, bytes] | None = None
+    ) -> Path:
+        """Write the model folder (atomically); ``extras`` are more files to put in it."""
         files = ModelFiles(
             self.config, self.vocab, self.model.state_dict(), self.metrics, self.data
         )
-        return save_model(path, files, overwrite)
+        return save_model(path, files, overwrite, extras=extras)
 
     @property
     def device(self) -> torch.device:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from tagger.data import decoded_tags, load_data, tag_names
 from tagger.embeddings import Vectors, read_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
+from tagger.io import PLOT
 from tagger.model import SequenceTagger
 from tagger.predict import Tagger
 from tagger.runtime import resolve_device, seed_everything, set_threads
@@ -205,7 +207,8 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         "sentences": {split: len(ds) for split, ds in data.items()},
     }
     scorer.metrics, scorer.data = metrics, data_info
-    path = scorer.save(output, overwrite=config.overwrite)
+    plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
+    path = scorer.save(output, overwrite=config.overwrite, extras=plot)
     for split, scores in final.items():
         say(f"\n{split} (best epoch {best_epoch}):\n{format_report(scores)}")
     say(f"\nmodel saved to {path}")
@@ -229,6 +232,18 @@ def _read_embeddings(config: TrainConfig, data, say) -> Vectors:
         f"(dim {vectors.dim}), {cover}"
     )
     return vectors
+
+
+def _training_plot(metrics: dict, title: str) -> dict[str, bytes]:
+    """``{"training.png": ...}``, or nothing with a warning: a missing matplotlib or a
+    failed plot must never cost the trained model."""
+    from tagger.plot import render_training
+
+    try:
+        return {PLOT: render_training(metrics, title)}
+    except Exception as err:  # whatever went wrong with the plot, keep the model
+        print(f"warning: {PLOT} not written: {err}", file=sys.stderr)
+        return {}
 
 
 def _ema_with_warmup(decay: float):
