@@ -96,6 +96,8 @@ class Tagger:
 
         The probability is the CRF marginal, or the softmax probability.
         """
+        # One pass over the input: a `datasets` column costs a format call per index.
+        sentences = list(sentences)
         keep = [i for i, s in enumerate(sentences) if len(s)]
         tags: list[list[str]] = [[] for _ in sentences]
         probs: list[np.ndarray] | None = [np.zeros(0) for _ in sentences] if scores else None
