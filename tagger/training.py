@@ -144,7 +144,16 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         for epoch in range(1, config.max_epochs + 1):
             t0 = time.perf_counter()
             loss = _train_epoch(
-                model, ema, encoded["train"], config, optimizer, rng, device, epoch, progress
+                model,
+                ema,
+                encoded["train"],
+                config,
+                optimizer,
+                rng,
+                device,
+                epoch,
+                progress,
+                last_dev=epochs[-1]["dev_f1"] if epochs else None,
             )
             seconds = time.perf_counter() - t0
             schedule.step()
@@ -275,7 +284,7 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def _train_epoch(
-    model, ema, enc: Encoded, config, optimizer, rng, device, epoch, progress
+    model, ema, enc: Encoded, config, optimizer, rng, device, epoch, progress, last_dev=None
 ) -> float:
     """One pass over shuffled length buckets; returns the mean loss per sentence."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -289,6 +298,7 @@ def _train_epoch(
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.3f}"),
         TextColumn("{task.fields[speed]:,.0f} tok/s"),
+        TextColumn(f"dev F1 {100 * last_dev:.2f}" if last_dev is not None else "dev F1 -"),
         TimeRemainingColumn(),
     )
     tokens, t0 = 0, time.perf_counter()
