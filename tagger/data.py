@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from tagger import schemes
 from tagger.errors import TaggerError
@@ -73,17 +73,23 @@ def bundled_data_dir() -> Path:
 # --------------------------------------------------------------------------- files
 
 
-def read_text(path: str | Path, encoding: str = "utf-8") -> str:
-    """Read a text file; undecodable bytes give an error naming the offset and line."""
-    path = Path(path)
+def open_binary(path: str | Path) -> BinaryIO:
+    """Open a file to read; a missing file, a folder or no permission is one clear line."""
     try:
-        raw = path.read_bytes()
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise TaggerError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise TaggerError(f"{path}: is a folder, expected a file") from None
+        raise TaggerError(f"{path}: is a folder, expected a text file") from None
     except OSError as err:
         raise TaggerError(f"{path}: cannot read: {err.strerror}") from None
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """Read a text file; undecodable bytes give an error naming the offset and line."""
+    path = Path(path)
+    with open_binary(path) as f:
+        raw = f.read()
     skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     if not encoding.lower().replace("_", "-").startswith("utf-8"):
         skip = 0  # a BOM is a UTF-8 thing; other encodings read the bytes as they are

@@ -19,6 +19,7 @@ import torch
 from tagger import schemes
 from tagger.batching import Encoded, bucket_batches, encode
 from tagger.config import TrainConfig
+from tagger.data import open_binary
 from tagger.errors import TaggerError
 from tagger.io import ModelFiles, load_model, save_model
 from tagger.model import SequenceTagger
@@ -196,17 +197,7 @@ def decode_all(
 def read_lines(source: str | Path, encoding: str = "utf-8") -> Iterator[str]:
     """Lines of a file (``-`` = stdin) without line ends; bad bytes name line and offset."""
     name = "<stdin>" if str(source) == "-" else str(source)
-    if name == "<stdin>":
-        stream = sys.stdin.buffer
-    else:
-        try:
-            stream = open(source, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise TaggerError(f"{name}: no such file") from None
-        except IsADirectoryError:
-            raise TaggerError(f"{name}: is a folder, expected a text file") from None
-        except OSError as err:
-            raise TaggerError(f"{name}: cannot read: {err.strerror}") from None
+    stream = sys.stdin.buffer if name == "<stdin>" else open_binary(source)  # closed below
     offset = 0
     try:
         for lineno, raw in enumerate(stream, start=1):

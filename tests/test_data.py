@@ -166,7 +166,7 @@ def test_read_missing_file_and_folder(tmp_path):
     assert message(err) == f"{tmp_path / 'nope.txt'}: no such file"
     with pytest.raises(TaggerError) as err:
         data.read_conll(tmp_path)
-    assert message(err) == f"{tmp_path}: is a folder, expected a file"
+    assert message(err) == f"{tmp_path}: is a folder, expected a text file"
 
 
 # ----------------------------------------------------------------- read_source / load_data
