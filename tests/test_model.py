@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from tagger.batching import encode, make_batch
 from tagger.config import TrainConfig
@@ -24,17 +25,10 @@ LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", 
 
 
 def small_config(**overrides) -> TrainConfig:
-    values = dict(
-        hidden_size=8,
-        word_dim=6,
-        char_dim=4,
-        char_hidden=5,
-        casing_dim=3,
-        dropout=0.0,
-        word_dropout=0.0,
-    )
-    values.update(overrides)
-    return TrainConfig(**values).validate()
+    """conftest's tiny config, smaller still, with sizes that differ from each other
+    (so a shape mix-up cannot go unnoticed)."""
+    sizes = dict(hidden_size=8, word_dim=6, char_dim=4, char_hidden=5, casing_dim=3)
+    return tiny_config(**{**sizes, **overrides}).validate()
 
 
 @pytest.fixture(scope="module")
