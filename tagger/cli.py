@@ -151,6 +151,13 @@ def train(
         typer.Option("--freeze-embeddings/--tune-embeddings", help="[default: tune]"),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue an interrupted run from its checkpoint folder (OUTPUT.checkpoint); "
+            "only --max-epochs, --patience and --device may change."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Build data, vocabulary and model, print the summary, stop.")
     ] = False,
@@ -190,6 +197,11 @@ def train(
     given = {k: _plain(v) for k, v in flags.items() if v is not None}
     if overwrite:
         given["overwrite"] = True
+    if resume is not None:
+        if config is not None or dry_run:
+            raise TaggerError("--resume takes its settings from the checkpoint, not --config")
+        run(progress=not quiet, resume=resume, **given)
+        return
     final = TrainConfig.from_dict({**base.to_dict(), **given})
     if dry_run:
         from tagger.runtime import set_threads

@@ -9,6 +9,7 @@ ever unpickled.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -62,6 +63,7 @@ def save_model(
     from safetensors.torch import save
 
     path = Path(path)
+    recover_dir(path)
     if path.exists() and not overwrite:
         raise TaggerError(f"{path} already exists; pass --overwrite to replace it")
     weights = save({k: v.detach().cpu().contiguous() for k, v in files.state.items()})
@@ -104,7 +106,11 @@ def save_model(
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``; an old ``dst`` is set aside first and removed last."""
+    """Move ``src`` to ``dst``; an old ``dst`` is set aside first and removed last.
+
+    Linux cannot swap two folders in one step, so a crash between the two renames leaves
+    the old folder set aside; ``recover_dir`` (run by every load and save) puts it back.
+    """
     if not dst.exists():
         os.replace(src, dst)
         return
@@ -119,9 +125,21 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_dir(dst: Path) -> None:
+    """Put back a folder that a crash inside ``replace_dir`` left set aside."""
+    if dst.exists():
+        return
+    for old in sorted(dst.parent.glob(f".{glob.escape(dst.name)}.old-*")):
+        if (old / dst.name).is_dir():
+            os.replace(old / dst.name, dst)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+
+
 def read_header(path: str | Path) -> dict:
     """``config.json`` of a model folder, after checking it is one of ours and current."""
     path = Path(path)
+    recover_dir(path)
     if not path.exists():
         raise TaggerError(f"{path}: no such model folder; train one with `tagger train`")
     if not (path / CONFIG).is_file():

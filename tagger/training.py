@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import shutil
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,12 +18,21 @@ from torch.optim.swa_utils import AveragedModel
 
 from tagger import schemes
 from tagger.batching import Encoded, bucket_batches, encode
+from tagger.checkpoint import META as CHECKPOINT_META
+from tagger.checkpoint import (
+    capture,
+    checkpoint_dir,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+    tensors_under,
+)
 from tagger.config import TrainConfig
 from tagger.data import decoded_tags, load_data, tag_names
 from tagger.embeddings import Vectors, read_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
-from tagger.io import PLOT
+from tagger.io import PLOT, read_metrics, recover_dir
 from tagger.model import SequenceTagger
 from tagger.predict import Tagger
 from tagger.runtime import resolve_device, seed_everything, set_threads
@@ -100,16 +111,51 @@ def build(config: TrainConfig, say=lambda *_: None) -> Setup:
     return Setup(config, data, vocab, encoded, gold, model.to(device), device)
 
 
-def train(config: TrainConfig | None = None, *, progress: bool = True, **overrides) -> Path:
+RESUMABLE = frozenset({"max_epochs", "patience", "device", "threads"})  # may change on resume
+
+
+@dataclass
+class Progress:
+    """The counters of a run, saved in its checkpoint."""
+
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the last dev improvement
+    epochs: list[dict] = field(default_factory=list)  # one log entry per epoch
+    seconds: float = 0.0  # wall time spent before this process (a resumed run)
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    resume: str | Path | None = None,
+    **overrides,
+) -> Path:
     """Train a tagger and write its model folder; returns the folder's path.
 
     ``overrides`` replace fields of ``config`` (``train(max_epochs=5, cell="gru")``).
-    Ctrl-C ends training early and keeps the best epoch so far.
+    A checkpoint is written after every epoch to ``<output>.checkpoint``; ``resume`` names
+    the checkpoint of an interrupted run, which then continues with the checkpoint's config
+    (only ``max_epochs``, ``patience``, ``device`` and ``threads`` may be overridden) and
+    ends with the same weights as an uninterrupted run. Ctrl-C ends training early, keeps
+    the best epoch so far and says how to resume.
     """
-    config = replace(config or TrainConfig(), **overrides).validate()
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        if config is not None or set(overrides) - RESUMABLE:
+            fixed = sorted(set(overrides) - RESUMABLE) or ["config"]
+            raise TaggerError(
+                f"a resumed run keeps the settings of its checkpoint; only "
+                f"{', '.join(sorted(RESUMABLE))} may change, not {', '.join(fixed)}"
+            )
+        config = replace(ckpt.config, **overrides).validate()
+    else:
+        config = replace(config or TrainConfig(), **overrides).validate()
     output = Path(config.output)
-    if output.exists() and not config.overwrite:
-        raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
+    saved_to = Path(resume) if resume is not None else checkpoint_dir(output)
+    _check_free(output, saved_to, config.overwrite, resuming=ckpt is not None)
     set_threads(config.threads)
     say = _printer(progress)
     setup = build(config, say)
@@ -122,6 +168,12 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         setup.model,
         setup.device,
     )
+    data_print = fingerprint(data["train"]["tokens"], decoded_tags(data["train"]))
+    if ckpt is not None and (ckpt.fingerprint != data_print or ckpt.vocab != vocab):
+        raise TaggerError(
+            f"the training data of {config.data or 'the bundled corpus'} changed since the "
+            f"checkpoint {saved_to} was written; start a new run instead"
+        )
     n_params = sum(p.numel() for p in model.parameters())
     # An exponential moving average of the weights is what gets scored and saved: it
     # smooths the step-to-step noise of Adam, so dev F1 is steadier and higher.
@@ -135,13 +187,23 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
     )
     rng = np.random.default_rng(config.seed)
+    run = Progress()
+    best_state = None
+    if ckpt is not None:
+        restore(ckpt, {"model": model, "ema": ema}, optimizer, schedule, rng)
+        run = Progress(**ckpt.progress)
+        best_state = tensors_under(ckpt, "best")
+        say(f"resuming from {saved_to} after epoch {ckpt.epoch}")
 
-    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
-    epochs: list[dict] = []
     interrupted = False
+    checkpointed = ckpt.epoch if ckpt is not None else 0  # last epoch in the checkpoint
     started = time.perf_counter()
+    n_tokens = int(encoded["train"].lengths.sum())
+    first = len(run.epochs) + 1
     try:
-        for epoch in range(1, config.max_epochs + 1):
+        for epoch in range(first, config.max_epochs + 1):
+            if run.stale >= config.patience:
+                break  # a resumed run that had already stopped early
             t0 = time.perf_counter()
             loss = _train_epoch(
                 model,
@@ -153,19 +215,18 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
                 device,
                 epoch,
                 progress,
-                last_dev=epochs[-1]["dev_f1"] if epochs else None,
+                last_dev=run.epochs[-1]["dev_f1"] if run.epochs else None,
             )
             seconds = time.perf_counter() - t0
             schedule.step()
             dev = score(gold["validation"], scorer.predict_encoded(encoded["validation"])[0])
-            improved = dev["f1"] > best_f1
+            improved = dev["f1"] > run.best_f1
             if improved:
-                best_f1, best_epoch, stale = dev["f1"], epoch, 0
+                run.best_f1, run.best_epoch, run.stale = dev["f1"], epoch, 0
                 best_state = copy.deepcopy(final_model.state_dict())
             else:
-                stale += 1
-            n_tokens = int(encoded["train"].lengths.sum())
-            epochs.append(
+                run.stale += 1
+            run.epochs.append(
                 {
                     "epoch": epoch,
                     "loss": round(loss, 6),
@@ -177,12 +238,28 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
                     "tokens_per_s": round(n_tokens / seconds, 1),
                 }
             )
+            elapsed = run.seconds + time.perf_counter() - started
+            save_checkpoint(
+                saved_to,
+                capture(
+                    config,
+                    vocab,
+                    data_print,
+                    epoch,
+                    {**asdict(run), "seconds": elapsed},
+                    {"model": model, "ema": ema, "best": best_state},
+                    optimizer,
+                    schedule,
+                    rng,
+                ),
+            )
+            checkpointed = epoch
             say(
                 f"epoch {epoch:3d}/{config.max_epochs}  loss {loss:8.4f}"
                 f"  dev F1 {100 * dev['f1']:6.2f}"
                 f"  {seconds:6.1f} s  {n_tokens / seconds:9,.0f} tok/s{'  *' if improved else ''}"
             )
-            if stale >= config.patience:
+            if run.stale >= config.patience:
                 say(f"no dev improvement for {config.patience} epochs: stopping")
                 break
     except KeyboardInterrupt:
@@ -191,7 +268,17 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
             raise TaggerError(
                 "interrupted before the first epoch ended; nothing was saved"
             ) from None
-        say(f"interrupted: keeping the best epoch so far ({best_epoch})")
+        resume_hint = (
+            f"the checkpoint after epoch {checkpointed} is in {saved_to}\n"
+            f"continue with: tagger train --resume {saved_to}"
+            if checkpointed
+            else "no checkpoint was written yet"
+        )
+        print(
+            f"\ninterrupted in epoch {checkpointed + 1}: {resume_hint}\n"
+            f"the best epoch so far ({run.best_epoch}) is saved to {output}",
+            file=sys.stderr,
+        )
 
     final_model.load_state_dict(best_state)
     final = {
@@ -200,28 +287,50 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         if split in encoded
     }
     metrics = {
-        "best_epoch": best_epoch,
+        "best_epoch": run.best_epoch,
         "dev_f1": final["validation"]["f1"],
         "test_f1": final["test"]["f1"] if "test" in final else None,
         "dev": final["validation"],
         "test": final.get("test"),
         "parameters": n_params,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(run.seconds + time.perf_counter() - started, 1),
         "interrupted": interrupted,
-        "epochs": epochs,
+        "epochs": run.epochs,
     }
     data_info = {
-        "fingerprint": fingerprint(data["train"]["tokens"], decoded_tags(data["train"])),
+        "fingerprint": data_print,
         "source": config.data or "bundled",
         "sentences": {split: len(ds) for split, ds in data.items()},
     }
     scorer.metrics, scorer.data = metrics, data_info
     plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
-    path = scorer.save(output, overwrite=config.overwrite, extras=plot)
+    replace_old = config.overwrite or ckpt is not None or interrupted
+    path = scorer.save(output, overwrite=replace_old, extras=plot)
+    if not interrupted:
+        shutil.rmtree(saved_to, ignore_errors=True)  # the model is complete: no resume needed
     for split, scores in final.items():
-        say(f"\n{split} (best epoch {best_epoch}):\n{format_report(scores)}")
+        say(f"\n{split} (best epoch {run.best_epoch}):\n{format_report(scores)}")
     say(f"\nmodel saved to {path}")
     return path
+
+
+def _check_free(output: Path, saved_to: Path, overwrite: bool, resuming: bool) -> None:
+    """Refuse to replace a trained model, or to start over an interrupted run's checkpoint,
+    unless asked. The model an interrupted run left behind is the resumed run's to replace."""
+    recover_dir(output)
+    recover_dir(saved_to)
+    if output.exists() and not overwrite:
+        left_by_interrupt = False
+        if resuming:
+            with contextlib.suppress(TaggerError):
+                left_by_interrupt = read_metrics(output)[1].get("interrupted") is True
+        if not left_by_interrupt:
+            raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
+    if not resuming and (saved_to / CHECKPOINT_META).exists() and not overwrite:
+        raise TaggerError(
+            f"{saved_to} holds the checkpoint of an interrupted run: continue it with "
+            f"`tagger train --resume {saved_to}`, or pass --overwrite to start over"
+        )
 
 
 def _read_embeddings(config: TrainConfig, data, say) -> Vectors:

@@ -195,3 +195,77 @@ def test_save_model_directly_and_read_header(trained_model, tmp_path):
     out = save_model(tmp_path / "a" / "b", files)  # parents are created
     assert read_header(out)["weights"] == read_header(trained_model)["weights"]
     assert load_model(out).state.keys() == files.state.keys()
+
+
+# A fresh interpreter re-saves the model at ARGV[1] over ARGV[2] and dies (os._exit, no
+# clean-up of any kind) at the moment ARGV[3] names: the crash the atomic save guards against.
+CRASHER = """
+import os, sys
+from pathlib import Path
+import tagger.io as io
+from tagger.predict import Tagger
+
+source, target, when = sys.argv[1:]
+if when == "writing":  # half of the weights written into the temporary folder
+    real_write = Path.write_bytes
+    def write_bytes(self, data):
+        real_write(self, data[: len(data) // 2])
+        os._exit(9)
+    Path.write_bytes = write_bytes
+else:  # between setting the old folder aside and moving the new one in
+    real_replace = os.replace
+    calls = []
+    def replace(a, b):
+        calls.append(1)
+        if len(calls) == 2:
+            os._exit(9)
+        real_replace(a, b)
+    io.os.replace = replace
+Tagger.load(source).save(target, overwrite=True)
+"""
+
+
+@pytest.mark.parametrize("when", ["writing", "renaming"])
+def test_crash_mid_save_keeps_the_previous_model(trained_model, model_copy, tmp_path, python, when):
+    import subprocess
+
+    before = Tagger.load(model_copy).predict(PROBE)
+    proc = subprocess.run(
+        [python, "-c", CRASHER, str(trained_model), str(model_copy), when],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 9, proc.stderr
+    if when == "renaming":
+        assert not model_copy.exists()  # the crash left it set aside ...
+    again = Tagger.load(model_copy)  # ... and loading puts it back
+    assert again.predict(PROBE) == before
+    assert {p.name for p in model_copy.iterdir()} >= FILES
+    assert not list(tmp_path.glob(".model.old-*"))
+
+
+def test_disk_full_is_one_line_and_keeps_the_model(tagger_model, model_copy, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(TaggerError) as err:
+        tagger_model.save(model_copy, overwrite=True)
+    assert str(err.value) == f"cannot write the model to {model_copy}: No space left on device"
+    monkeypatch.undo()
+    assert Tagger.load(model_copy).predict(PROBE) == tagger_model.predict(PROBE)
+    assert [p.name for p in model_copy.parent.iterdir()] == ["model"]  # no temp folder left
+
+
+def test_permission_denied_is_one_line(tagger_model):
+    # /sys refuses new folders even to root: a real EPERM, not a mock.
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("no /sys here")
+    with pytest.raises(TaggerError) as err:
+        tagger_model.save("/sys/kernel/tagger-model")
+    assert str(err.value) == "cannot write the model to /sys/kernel/tagger-model: " + (
+        "Operation not permitted"
+    )
