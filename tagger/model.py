@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch import _VF, nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from tagger.batching import CASINGS, Batch
 from tagger.config import TrainConfig
@@ -93,14 +93,65 @@ class Embedder(nn.Module):
             word_ids = word_ids.masked_fill(drop & batch.mask, UNK_ID)
         parts = [self.words(word_ids)]
         if self.chars is not None:
-            parts.append(self.chars(batch.char_ids)[batch.type_index])
+            # A lookup, not ``features[type_index]``: indexing's backward accumulates
+            # in a thread-dependent order on CPU, which made runs irreproducible.
+            parts.append(nn.functional.embedding(batch.type_index, self.chars(batch.char_ids)))
         if self.casing is not None:
             parts.append(self.casing(batch.casing_ids))
         return torch.cat(parts, dim=2)
 
 
+def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Run ``rnn`` (batch_first, any cell, layers, directions) over padded sequences.
+
+    (B, T, input) and lengths (B,) -> (B, T, directions * hidden), zeros at padding.
+    Same result as packing the batch, but each direction of each layer is its own call
+    on the padded tensor, the backward one on sequences reversed within their lengths,
+    so padding only ever comes after a sentence and never reaches a real position.
+    Unpacked input is what lets PyTorch use its fused oneDNN LSTM on CPU: about twice
+    as fast to train as the step-by-step packed implementation.
+    """
+    steps = x.size(1)
+    positions = torch.arange(steps, device=x.device)
+    lengths = lengths.to(x.device)
+    mask = positions < lengths[:, None]  # (B, T)
+    # reverse[b, t]: where position t of sentence b goes when it is read backwards.
+    reverse = torch.where(mask, lengths[:, None] - 1 - positions, positions)
+    out = x
+    for layer in range(rnn.num_layers):
+        if layer > 0 and rnn.dropout and rnn.training:
+            out = nn.functional.dropout(out, rnn.dropout, training=True)
+        directions = []
+        for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
+            weights = [
+                getattr(rnn, f"{name}_l{layer}{suffix}")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            source = _gather_time(out, reverse) if suffix else out
+            hidden = _one_direction(rnn, source, weights)
+            directions.append(_gather_time(hidden, reverse) if suffix else hidden)
+        out = torch.cat(directions, dim=2) if len(directions) > 1 else directions[0]
+    return out * mask.unsqueeze(2)
+
+
+def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[b, index[b, t]] for every b, t: (B, T, D)."""
+    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.size(2)))
+
+
+def _one_direction(rnn: nn.RNNBase, x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """One layer, one direction, from the start of the padded batch: (B, T, hidden)."""
+    h0 = x.new_zeros(1, x.size(0), rnn.hidden_size)
+    args = (weights, True, 1, 0.0, rnn.training, False, True)  # biases, 1 layer, batch_first
+    if rnn.mode == "LSTM":
+        return _VF.lstm(x, (h0, h0), *args)[0]
+    if rnn.mode == "GRU":
+        return _VF.gru(x, h0, *args)[0]
+    return _VF.rnn_tanh(x, h0, *args)[0]
+
+
 class Encoder(nn.Module):
-    """A (bi)directional, stacked RNN / LSTM / GRU over packed sequences."""
+    """A (bi)directional, stacked RNN / LSTM / GRU over the padded batch (``run_rnn``)."""
 
     def __init__(self, config: TrainConfig, input_dim: int) -> None:
         super().__init__()
@@ -116,10 +167,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, input_dim), lengths (B,) -> (B, T, output_dim); zeros at padding."""
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-        return out
+        return run_rnn(self.rnn, x, lengths)
 
 
 class SoftmaxDecoder(nn.Module):

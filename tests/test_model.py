@@ -148,3 +148,26 @@ def test_crf_decoder_uses_the_scheme(vocab, batch):
 def test_even_char_kernel_is_a_config_error():
     with pytest.raises(TaggerError, match="char_kernel must be odd, not 2"):
         small_config(char_kernel=2)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, True), (2, True), (2, False)])
+def test_padded_rnn_equals_packed_sequences(cell, layers, bidirectional):
+    """run_rnn on the padded batch gives what PyTorch's packed sequences give."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from tagger.model import run_rnn
+
+    torch.manual_seed(0)
+    rnn = getattr(torch.nn, cell)(12, 7, layers, bidirectional=bidirectional, batch_first=True)
+    rnn = rnn.double().eval()
+    x = torch.randn(5, 9, 12, dtype=torch.double, requires_grad=True)
+    lengths = torch.tensor([9, 3, 1, 7, 9])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=9)
+    got = run_rnn(rnn, x, lengths)
+    assert torch.allclose(got, expected, atol=1e-12, rtol=0)
+    grad_expected = torch.autograd.grad(expected.square().sum(), x)[0]
+    grad_got = torch.autograd.grad(got.square().sum(), x)[0]
+    assert torch.allclose(grad_got, grad_expected, atol=1e-12, rtol=0)
+    assert (grad_got[1, 3:] == 0).all()  # padding never reaches a real position

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from conftest import conll_text, make_sentences, tiny_config, write_corpus
+from safetensors.torch import load_file
 
 from tagger import schemes
 from tagger.data import decoded_tags, load_data
@@ -187,3 +188,25 @@ def test_unknown_device_is_refused_before_training(tiny_corpus, tmp_path):
             progress=False,
         )
     assert not (tmp_path / "m").exists()
+
+
+def test_same_seed_same_model_with_two_threads(tiny_corpus, tmp_path):
+    """Multi-threaded CPU kernels must not make runs irreproducible (the default uses one
+    thread per core). Wide enough layers that the backward passes really run in parallel."""
+    import torch
+
+    config = tiny_config(
+        data=str(tiny_corpus),
+        max_epochs=1,
+        threads=2,
+        char_hidden=256,
+        hidden_size=64,
+        batch_size=32,
+        word_dropout=0.1,
+    )
+    try:
+        paths = [train(config, output=str(tmp_path / n), progress=False) for n in "ab"]
+    finally:
+        torch.set_num_threads(1)
+    a, b = (load_file(p / "model.safetensors") for p in paths)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
