@@ -162,19 +162,19 @@ def make_batch(enc: Encoded, index: np.ndarray) -> Batch:
     )
 
 
-def bucket_batches(
-    enc: Encoded,
+def bucket_indices(
+    lengths: np.ndarray,
     batch_size: int,
     *,
     shuffle: bool = False,
     rng: np.random.Generator | None = None,
-) -> Iterator[Batch]:
-    """Batches of sentences of similar length (little padding).
+) -> list[np.ndarray]:
+    """Sentence numbers of each batch: sentences of similar length (little padding).
 
     With ``shuffle``, lengths get a little noise before sorting and the batch order is
     shuffled, so batches differ between epochs but stay tight.
     """
-    lengths = enc.lengths.astype(np.float64)
+    lengths = lengths.astype(np.float64)
     if shuffle:
         rng = rng or np.random.default_rng()
         lengths = lengths + rng.uniform(0, 2, size=len(lengths))
@@ -182,5 +182,16 @@ def bucket_batches(
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle:
         rng.shuffle(chunks)
-    for chunk in chunks:
+    return chunks
+
+
+def bucket_batches(
+    enc: Encoded,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    rng: np.random.Generator | None = None,
+) -> Iterator[Batch]:
+    """The batches of ``bucket_indices``, built one at a time."""
+    for chunk in bucket_indices(enc.lengths, batch_size, shuffle=shuffle, rng=rng):
         yield make_batch(enc, chunk)

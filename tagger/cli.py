@@ -161,9 +161,22 @@ def train(
     dry_run: Annotated[
         bool, typer.Option(help="Build data, vocabulary and model, print the summary, stop.")
     ] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            help="Train data-parallel in this many processes on this machine (torchrun; "
+            "gloo on CPU, NCCL on GPUs). For several machines run torchrun yourself."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a tagger and save it to a model folder (the bundled corpus by default)."""
+    if nproc is not None:
+        import sys
+
+        from tagger.distributed import launch
+
+        raise typer.Exit(launch(nproc, ["train", *_without_option(sys.argv[1:], "--nproc")]))
     from tagger.config import TrainConfig
     from tagger.training import train as run
 
@@ -266,7 +279,13 @@ def evaluate(
 @app.command()
 @user_errors
 def predict(
-    input: Annotated[str, typer.Argument(help="Text file to tag, or - for standard input.")],
+    input: Annotated[
+        str,
+        typer.Argument(
+            help="Text file to tag, or - for standard input. With --output-dir: a folder of "
+            "text files, or with --split a dataset (hub id or CoNLL folder)."
+        ),
+    ],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")] = Path(
         DEFAULT_MODEL_DIR
     ),
@@ -292,9 +311,35 @@ def predict(
             "JSON lines or CoNLL (raw text only)."
         ),
     ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Bulk mode: write one JSON-lines shard per worker and a manifest.json here."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Bulk mode: worker processes, one shard each [default: 1; "
+            "under torchrun: one per rank]."
+        ),
+    ] = None,
+    shard: Annotated[
+        int | None, typer.Option(help="Bulk mode: (re)run only this shard (0-based).")
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Bulk mode: tag the tokens of this split of the dataset INPUT."),
+    ] = None,
 ) -> None:
     """Tag raw text (tokenized with spaCy) or pre-tokenized text, streaming."""
     from tagger.predict import Tagger, predict_lines, read_lines, write_atomic
+
+    if output_dir is not None:
+        _bulk(input, output_dir, model, workers, shard, split, encoding, device)
+        return
+    if workers is not None or shard is not None or split is not None:
+        raise TaggerError("--workers, --shard and --split need --output-dir (bulk mode)")
 
     if html is not None and (pretokenized or output is not None):
         raise TaggerError("--html writes the page itself: drop --pretokenized and --output")
@@ -498,6 +543,47 @@ def _echo_table(header: list[str], rows: list[list[str]], left: set[int]) -> Non
                 c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
             )
         )
+
+
+def _bulk(source, output_dir, model, workers, shard, split, encoding, device) -> None:
+    """``predict --output-dir``: sharded bulk tagging (``tagger.bulk``)."""
+    from tagger import bulk
+    from tagger.distributed import current
+
+    world = current()
+    if world.distributed:  # under torchrun every rank tags its own shard
+        if workers not in (None, world.size) or shard is not None:
+            raise TaggerError("under torchrun the ranks are the workers: drop --workers/--shard")
+        workers, shard = world.size, world.rank
+    job = bulk.Job(
+        source=source,
+        output_dir=str(output_dir),
+        model=str(model),
+        workers=1 if workers is None else workers,
+        split=split,
+        encoding=encoding,
+        device=device or "auto",
+    )
+    manifest = bulk.run(job, None if shard is None else [shard])
+    done = len(manifest["shards"])
+    status = "complete" if manifest["complete"] else f"missing shards {manifest['missing']}"
+    typer.echo(
+        f"{output_dir}: {done}/{job.workers} shards, {manifest['records']:,} records ({status})",
+        err=True,
+    )
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE`` and before the command name."""
+    out, skip = [], False
+    for arg in argv[argv.index("train") + 1 :] if "train" in argv else argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
 
 
 def _plain(value):

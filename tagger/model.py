@@ -241,6 +241,10 @@ class SequenceTagger(nn.Module):
     def loss(self, batch: Batch) -> torch.Tensor:
         return self.decoder.loss(self.emissions(batch), batch.tags, batch.mask)
 
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The training loss: what DistributedDataParallel calls to sync gradients."""
+        return self.loss(batch)
+
     def decode(self, batch: Batch) -> torch.Tensor:
         """(B, T) best label ids."""
         return self.decoder.decode(self.emissions(batch), batch.mask)

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from tagger import schemes
-from tagger.batching import Encoded, bucket_batches, encode
+from tagger.batching import Encoded, bucket_indices, encode, make_batch
 from tagger.config import TrainConfig
 from tagger.data import open_binary
+from tagger.distributed import SINGLE, World, gather
 from tagger.errors import TaggerError
 from tagger.io import ModelFiles, load_model, save_model
 from tagger.model import SequenceTagger
@@ -113,10 +114,11 @@ class Tagger:
         return tags, probs
 
     def predict_encoded(
-        self, enc: Encoded, batch_size: int = 256, scores: bool = False
+        self, enc: Encoded, batch_size: int = 256, scores: bool = False, world: World = SINGLE
     ) -> tuple[list[list[str]], list[np.ndarray] | None]:
-        """IOB2 tags (and tag probabilities) for an already encoded split."""
-        ids, best = decode_all(self.model, enc, batch_size, self.device, scores)
+        """IOB2 tags (and tag probabilities) for an already encoded split (all of it, also
+        when ``world`` shares the work between training processes)."""
+        ids, best = decode_all(self.model, enc, batch_size, self.device, scores, world)
         tags = [self._iob2[row].tolist() for row in ids]
         if not self._valid:
             tags = [schemes.to_iob2(t) for t in tags]
@@ -165,18 +167,23 @@ def decode_all(
     batch_size: int = 256,
     device: torch.device | None = None,
     scores: bool = False,
+    world: World = SINGLE,
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Best label ids per sentence of an encoded split, in input order, and with
-    ``scores`` each chosen label's probability (CRF marginal or softmax)."""
+    ``scores`` each chosen label's probability (CRF marginal or softmax).
+
+    In a distributed run each rank decodes every ``world.size``-th batch and the results
+    are gathered: the same batches as one process, so the same labels, exactly."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     ids: list[np.ndarray] = [None] * len(enc)
     probs: list[np.ndarray] | None = [None] * len(enc) if scores else None
     lengths = enc.lengths
+    chunks = bucket_indices(lengths, batch_size)[world.rank :: world.size]
     with torch.inference_mode():
-        for batch in bucket_batches(enc, batch_size):
-            batch = batch.to(device)
+        for chunk in chunks:
+            batch = make_batch(enc, chunk).to(device)
             emissions = model.emissions(batch)
             best = model.decoder.decode(emissions, batch.mask)
             rows = best.cpu().numpy()
@@ -188,6 +195,13 @@ def decode_all(
                 if scores:
                     probs[sent] = chosen[row, : lengths[sent]]
     model.train(was_training)
+    if world.distributed:
+        mine = [(s, ids[s], probs[s] if scores else None) for chunk in chunks for s in chunk]
+        for part in gather(mine, world):
+            for sent, row, prob in part:
+                ids[sent] = row
+                if scores:
+                    probs[sent] = prob
     return ids, probs
 
 
@@ -246,6 +260,18 @@ def _pretokenized_sentences(lines: Iterable[str]) -> Iterator[list[str]]:
         yield tokens
 
 
+def tokens_record(tokens: list[str], tags: list[str]) -> dict:
+    """The JSON record of a tagged token list; entity offsets count tokens."""
+    return {
+        "tokens": tokens,
+        "tags": tags,
+        "entities": [
+            {"text": " ".join(tokens[s:e]), "label": label, "start": s, "end": e}
+            for s, e, label in schemes.spans(tags)
+        ],
+    }
+
+
 def predict_lines(
     tagger: Tagger, lines: Iterable[str], fmt: str = "jsonl", pretokenized: bool = False
 ) -> Iterator[str]:
@@ -262,18 +288,7 @@ def predict_lines(
                 )
             else:
                 yield "".join(
-                    json.dumps(
-                        {
-                            "tokens": toks,
-                            "tags": tg,
-                            "entities": [
-                                {"text": " ".join(toks[s:e]), "label": lab, "start": s, "end": e}
-                                for s, e, lab in schemes.spans(tg)
-                            ],
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
+                    json.dumps(tokens_record(toks, tg), ensure_ascii=False) + "\n"
                     for toks, tg in zip(chunk, tags)
                 )
         return

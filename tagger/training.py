@@ -17,7 +17,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from tagger import schemes
-from tagger.batching import Encoded, bucket_batches, encode
+from tagger.batching import Encoded, encode
 from tagger.checkpoint import META as CHECKPOINT_META
 from tagger.checkpoint import (
     capture,
@@ -29,6 +29,10 @@ from tagger.checkpoint import (
 )
 from tagger.config import TrainConfig
 from tagger.data import decoded_tags, load_data, tag_names
+from tagger.distributed import SINGLE, World, barrier, broadcast, gather, rank_batches
+from tagger.distributed import current as current_world
+from tagger.distributed import start as start_distributed
+from tagger.distributed import stop as stop_distributed
 from tagger.embeddings import Vectors, read_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
@@ -63,10 +67,15 @@ class Setup:
     device: torch.device
 
 
-def build(config: TrainConfig, say=lambda *_: None) -> Setup:
-    """Load the data, build the vocabulary (train split only) and the model."""
+def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Setup:
+    """Load the data, build the vocabulary (train split only) and the model.
+
+    In a distributed run rank 0 builds the vocabulary and sends it to the others, and
+    every rank joins the process group on its own device."""
     seed_everything(config.seed)
     device = resolve_device(config.device)
+    if world.distributed:
+        device = start_distributed(world, device)
     data = load_data(
         config.data,
         dev=config.dev,
@@ -87,15 +96,19 @@ def build(config: TrainConfig, say=lambda *_: None) -> Setup:
         vectors = _read_embeddings(config, data, say)
         if vectors.dim != config.word_dim:
             config = replace(config, word_dim=vectors.dim)
-    vocab = Vocab.build(
-        data["train"]["tokens"],
-        tag_names(data["train"]),
-        min_freq=config.min_freq,
-        max_size=config.max_vocab,
-        lowercase=config.lowercase,
-        normalize_digits=config.normalize_digits,
-        extra_words=vectors.vectors if vectors else (),
-    )
+    vocab = None
+    if world.main:
+        vocab = Vocab.build(
+            data["train"]["tokens"],
+            tag_names(data["train"]),
+            min_freq=config.min_freq,
+            max_size=config.max_vocab,
+            lowercase=config.lowercase,
+            normalize_digits=config.normalize_digits,
+            extra_words=vectors.vectors if vectors else (),
+        )
+    if world.distributed:
+        vocab = Vocab.from_dict(broadcast(vocab.to_dict() if vocab else None, world))
     encoded = {split: encode(vocab, ds["tokens"], decoded_tags(ds)) for split, ds in data.items()}
     gold = {split: [schemes.to_iob2(t) for t in decoded_tags(ds)] for split, ds in data.items()}
     model = SequenceTagger(config, vocab)
@@ -107,6 +120,7 @@ def build(config: TrainConfig, say=lambda *_: None) -> Setup:
         f"{len(vocab.labels)} labels; "
         f"model: {config.cell} x{config.num_layers}{' bi' if config.bidirectional else ''}, "
         f"{config.decoder}, {sum(p.numel() for p in model.parameters()):,} parameters on {device}"
+        + (f", {world.size} processes" if world.distributed else "")
     )
     return Setup(config, data, vocab, encoded, gold, model.to(device), device)
 
@@ -157,8 +171,17 @@ def train(
     saved_to = Path(resume) if resume is not None else checkpoint_dir(output)
     _check_free(output, saved_to, config.overwrite, resuming=ckpt is not None)
     set_threads(config.threads)
-    say = _printer(progress)
-    setup = build(config, say)
+    world = current_world()
+    say = _printer(progress and world.main)
+    try:
+        return _run(config, ckpt, saved_to, output, world, say, progress)
+    finally:
+        stop_distributed(world)
+
+
+def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress: bool) -> Path:
+    """The body of ``train``: build, epochs, final scores, save (rank 0 writes)."""
+    setup = build(config, say, world)
     config, data, vocab, encoded, gold, model, device = (
         setup.config,
         setup.data,
@@ -183,6 +206,11 @@ def train(
     final_model = ema.module if ema is not None else model
     scorer = Tagger(final_model, config, vocab)  # shares the module: scores what predict() gives
     optimizer = _optimizer(config, model)
+    net = model  # what computes the loss; DDP syncs the gradients of its module
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, broadcast_buffers=False)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
     )
@@ -206,7 +234,7 @@ def train(
                 break  # a resumed run that had already stopped early
             t0 = time.perf_counter()
             loss = _train_epoch(
-                model,
+                net,
                 ema,
                 encoded["train"],
                 config,
@@ -216,10 +244,12 @@ def train(
                 epoch,
                 progress,
                 last_dev=run.epochs[-1]["dev_f1"] if run.epochs else None,
+                world=world,
             )
             seconds = time.perf_counter() - t0
             schedule.step()
-            dev = score(gold["validation"], scorer.predict_encoded(encoded["validation"])[0])
+            dev_tags = scorer.predict_encoded(encoded["validation"], world=world)[0]
+            dev = score(gold["validation"], dev_tags)
             improved = dev["f1"] > run.best_f1
             if improved:
                 run.best_f1, run.best_epoch, run.stale = dev["f1"], epoch, 0
@@ -239,20 +269,21 @@ def train(
                 }
             )
             elapsed = run.seconds + time.perf_counter() - started
-            save_checkpoint(
-                saved_to,
-                capture(
-                    config,
-                    vocab,
-                    data_print,
-                    epoch,
-                    {**asdict(run), "seconds": elapsed},
-                    {"model": model, "ema": ema, "best": best_state},
-                    optimizer,
-                    schedule,
-                    rng,
-                ),
-            )
+            if world.main:
+                save_checkpoint(
+                    saved_to,
+                    capture(
+                        config,
+                        vocab,
+                        data_print,
+                        epoch,
+                        {**asdict(run), "seconds": elapsed},
+                        {"model": model, "ema": ema, "best": best_state},
+                        optimizer,
+                        schedule,
+                        rng,
+                    ),
+                )
             checkpointed = epoch
             say(
                 f"epoch {epoch:3d}/{config.max_epochs}  loss {loss:8.4f}"
@@ -274,15 +305,16 @@ def train(
             if checkpointed
             else "no checkpoint was written yet"
         )
-        print(
-            f"\ninterrupted in epoch {checkpointed + 1}: {resume_hint}\n"
-            f"the best epoch so far ({run.best_epoch}) is saved to {output}",
-            file=sys.stderr,
-        )
+        if world.main:
+            print(
+                f"\ninterrupted in epoch {checkpointed + 1}: {resume_hint}\n"
+                f"the best epoch so far ({run.best_epoch}) is saved to {output}",
+                file=sys.stderr,
+            )
 
     final_model.load_state_dict(best_state)
     final = {
-        split: score(gold[split], scorer.predict_encoded(encoded[split])[0])
+        split: score(gold[split], scorer.predict_encoded(encoded[split], world=world)[0])
         for split in ("validation", "test")
         if split in encoded
     }
@@ -303,15 +335,17 @@ def train(
         "sentences": {split: len(ds) for split, ds in data.items()},
     }
     scorer.metrics, scorer.data = metrics, data_info
-    plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
-    replace_old = config.overwrite or ckpt is not None or interrupted
-    path = scorer.save(output, overwrite=replace_old, extras=plot)
-    if not interrupted:
-        shutil.rmtree(saved_to, ignore_errors=True)  # the model is complete: no resume needed
+    if world.main:
+        plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
+        replace_old = config.overwrite or ckpt is not None or interrupted
+        scorer.save(output, overwrite=replace_old, extras=plot)
+        if not interrupted:
+            shutil.rmtree(saved_to, ignore_errors=True)  # the model is complete: no resume
+    barrier(world)  # the other ranks return once the model is on disk
     for split, scores in final.items():
         say(f"\n{split} (best epoch {run.best_epoch}):\n{format_report(scores)}")
-    say(f"\nmodel saved to {path}")
-    return path
+    say(f"\nmodel saved to {output}")
+    return output
 
 
 def _check_free(output: Path, saved_to: Path, overwrite: bool, resuming: bool) -> None:
@@ -393,12 +427,29 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def _train_epoch(
-    model, ema, enc: Encoded, config, optimizer, rng, device, epoch, progress, last_dev=None
+    net,
+    ema,
+    enc: Encoded,
+    config,
+    optimizer,
+    rng,
+    device,
+    epoch,
+    progress,
+    last_dev=None,
+    world: World = SINGLE,
 ) -> float:
-    """One pass over shuffled length buckets; returns the mean loss per sentence."""
+    """One pass over shuffled length buckets; returns the mean loss per sentence.
+
+    ``net`` is the model, or its DistributedDataParallel wrapper: each rank then trains on
+    its slice of every global batch, weighted so the synced gradient is the global
+    batch's mean, as in one process."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    model = net.module if world.distributed else net
     model.train()
+    if world.distributed:  # dropout masks differ between ranks, reproducibly
+        torch.manual_seed(config.seed + 7919 * epoch + world.rank)
     total, sentences = 0.0, 0
     n_batches = -(-len(enc) // config.batch_size)
     columns = (
@@ -411,25 +462,33 @@ def _train_epoch(
         TimeRemainingColumn(),
     )
     tokens, t0 = 0, time.perf_counter()
-    with Progress(*columns, transient=True, disable=not progress) as bar:
+    show = progress and world.main
+    with Progress(*columns, transient=True, disable=not show) as bar:
         task = bar.add_task("train", total=n_batches, loss=0.0, speed=0.0)
-        for batch in bucket_batches(enc, config.batch_size, shuffle=True, rng=rng):
+        for batch, global_size in rank_batches(
+            enc, config.batch_size, world, shuffle=True, rng=rng
+        ):
             batch = batch.to(device)
+            n = len(batch.index)
             optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(batch)
-            loss.backward()
+            loss = net(batch)  # mean over this rank's sentences
+            # DDP averages over ranks; weighting by n * ranks / global size makes that
+            # the mean over the global batch even when the slices differ in size.
+            (loss * (n * world.size / global_size) if world.distributed else loss).backward()
             if config.clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
-            n = len(batch.index)
             total += loss.item() * n
             sentences += n
             tokens += int(batch.lengths.sum())
             bar.update(
                 task, advance=1, loss=total / sentences, speed=tokens / (time.perf_counter() - t0)
             )
+    if world.distributed:
+        parts = gather((total, sentences), world)
+        total, sentences = sum(p[0] for p in parts), sum(p[1] for p in parts)
     return total / max(sentences, 1)
 
 

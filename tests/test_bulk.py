@@ -1,0 +1,143 @@
+"""Sharded bulk tagging: shards concatenate to the single-worker output, the manifest
+says what is done, and a lost shard is rerun alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from typer.testing import CliRunner
+
+from tagger import bulk
+from tagger.cli import app
+from tagger.errors import TaggerError
+
+
+def job(tiny_corpus, trained_model, out, workers, **kw):
+    return bulk.Job(
+        source=str(tiny_corpus),
+        output_dir=str(out),
+        model=str(trained_model),
+        workers=workers,
+        split="train",
+        device="cpu",
+        threads=1,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def single(tiny_corpus, trained_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bulk") / "one"
+    bulk.run(job(tiny_corpus, trained_model, out, 1))
+    return out
+
+
+def test_one_worker_tags_every_row(single, tiny_corpus, tagger_model):
+    from tagger.data import load_data
+
+    records = [json.loads(line) for line in bulk.concatenate(single)]
+    train = load_data(tiny_corpus)["train"]
+    assert [r["id"] for r in records] == list(range(len(train)))
+    assert [r["tokens"] for r in records] == train["tokens"]
+    assert [r["tags"] for r in records] == tagger_model.predict(train["tokens"])
+    manifest = json.loads((single / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["missing"] == []
+    assert manifest["records"] == len(train) and manifest["workers"] == 1
+    assert manifest["shards"][0]["inputs"] == {"rows": [0, len(train)]}
+
+
+def test_two_worker_processes_write_what_one_writes(single, tiny_corpus, trained_model, tmp_path):
+    out = tmp_path / "two"
+    manifest = bulk.run(job(tiny_corpus, trained_model, out, 2))
+    assert manifest["complete"] and len(manifest["shards"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".manifest.lock",
+        "manifest.json",
+        "shard-00000-of-00002.jsonl",
+        "shard-00000-of-00002.jsonl.json",
+        "shard-00001-of-00002.jsonl",
+        "shard-00001-of-00002.jsonl.json",
+    ]
+    assert list(bulk.concatenate(out)) == list(bulk.concatenate(single))
+    first, second = (s["inputs"]["rows"] for s in manifest["shards"])
+    assert first[0] == 0 and first[1] == second[0] and second[1] == manifest["records"]
+
+
+def test_a_lost_shard_is_rerun_alone(single, tiny_corpus, trained_model, tmp_path):
+    out = tmp_path / "two"
+    two = job(tiny_corpus, trained_model, out, 2)
+    bulk.run(two)
+    kept = (out / "shard-00000-of-00002.jsonl").stat().st_mtime_ns
+    # A worker that crashed leaves no output and no receipt.
+    for name in ("shard-00001-of-00002.jsonl", "shard-00001-of-00002.jsonl.json"):
+        (out / name).unlink()
+    manifest = bulk.write_manifest(two)
+    assert not manifest["complete"] and manifest["missing"] == [1]
+    with pytest.raises(TaggerError, match=r"shards \[1\] are missing"):
+        list(bulk.concatenate(out))
+    manifest = bulk.run(two, shards=[1])
+    assert manifest["complete"]
+    assert (out / "shard-00000-of-00002.jsonl").stat().st_mtime_ns == kept  # not redone
+    assert list(bulk.concatenate(out)) == list(bulk.concatenate(single))
+
+
+def test_folder_of_text_files(tmp_path, trained_model, tagger_model):
+    src = tmp_path / "texts"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("John Smith visited Paris .\n\nGlobex opened an office .\n")
+    (src / "sub" / "b.txt").write_text("Mary Jones works for Initech in Oslo .\n")
+    (src / "c.txt").write_text("Nothing happened today .\n")
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        j = bulk.Job(str(src), str(out), str(trained_model), workers, device="cpu", threads=1)
+        manifest = bulk.run(j)
+        assert manifest["complete"]
+        outs[workers] = list(bulk.concatenate(out))
+    assert outs[1] == outs[2]
+    records = [json.loads(line) for line in outs[1]]
+    assert [(r["file"], r["line"]) for r in records] == [
+        ("a.txt", 1),
+        ("a.txt", 2),
+        ("a.txt", 3),
+        ("c.txt", 1),
+        ("sub/b.txt", 1),
+    ]
+    assert records[0]["text"] == "John Smith visited Paris ."
+    assert {e["text"] for e in records[0]["entities"]} == {"John Smith", "Paris"}
+
+
+def test_bulk_cli_and_its_errors(tiny_corpus, trained_model, tmp_path):
+    out = tmp_path / "cli"
+    args = ["predict", str(tiny_corpus), "-m", str(trained_model), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert "1/1 shards" in result.output and "(complete)" in result.output
+    bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--split", "nope"])
+    assert bad.exit_code == 1
+    assert "has no split 'nope' (it has train, validation, test)" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--workers", "0"])
+    assert bad.exit_code == 1 and "--workers must be at least 1, not 0" in bad.output
+    bad = CliRunner().invoke(
+        app, [*args, "--output-dir", str(out), "--split", "test", "--workers", "2", "--shard", "2"]
+    )
+    assert bad.exit_code == 1 and "--shard 2 is not in 0..1" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--workers", "2"])
+    assert bad.exit_code == 1 and "need --output-dir" in bad.output
+
+
+def test_bulk_under_torchrun_ranks_are_workers(single, tiny_corpus, trained_model, tmp_path):
+    out = tmp_path / "ranks"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node=2", "-m", "tagger", "predict", str(tiny_corpus)]
+    command += ["-m", str(trained_model), "--device", "cpu", "--split", "train"]
+    command += ["--output-dir", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert list(bulk.concatenate(out)) == list(bulk.concatenate(single))
