@@ -336,6 +336,11 @@ def predict(
     from tagger.predict import Tagger, predict_lines, read_lines, write_atomic
 
     if output_dir is not None:
+        if fmt is not Format.jsonl or pretokenized or output is not None or html is not None:
+            raise TaggerError(
+                "--output-dir writes JSON-lines shards: drop --format, --pretokenized, "
+                "--output and --html"
+            )
         _bulk(input, output_dir, model, workers, shard, split, encoding, device)
         return
     if workers is not None or shard is not None or split is not None:

@@ -67,6 +67,7 @@ class TrainConfig:
     casing_dim: int = 10
     dropout: float = 0.5
     word_dropout: float = 0.05
+    unk_replace: float = 0.0
     decoder: str = "crf"
     # optimisation
     optimizer: str = "adam"
@@ -98,7 +99,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise TaggerError(f"{where}: {key} must be at least 1, not {getattr(self, key)}")
-        for key in ("dropout", "word_dropout", "ema_decay"):
+        for key in ("dropout", "word_dropout", "unk_replace", "ema_decay"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise TaggerError(f"{where}: {key} must be in [0, 1), not {getattr(self, key)}")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:
@@ -171,6 +172,7 @@ HELP = {
     "casing_dim": "size of the word-shape (casing) embedding; 0 turns it off",
     "dropout": "dropout on embeddings and encoder output",
     "word_dropout": "probability of replacing a training word by UNK",
+    "unk_replace": "probability of replacing a word seen once in training by UNK (Lample)",
     "decoder": "output layer: crf (valid tag sequences) or softmax",
     "optimizer": "adam or sgd",
     "lr": "learning rate",

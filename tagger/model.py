@@ -60,6 +60,11 @@ class Embedder(nn.Module):
     def __init__(self, config: TrainConfig, n_words: int, n_chars: int) -> None:
         super().__init__()
         self.word_dropout = config.word_dropout
+        # Per-word probability of being replaced by UNK in training: word_dropout for all,
+        # more for rare words (``set_rare_words``). Not saved: prediction never drops.
+        self.register_buffer(
+            "drop_prob", torch.full((n_words,), config.word_dropout), persistent=False
+        )
         self.words = nn.Embedding(n_words, config.word_dim, padding_idx=PAD_ID)
         nn.init.uniform_(self.words.weight, -0.1, 0.1)
         self.chars: nn.Module | None = None
@@ -85,12 +90,19 @@ class Embedder(nn.Module):
         self.words.weight.requires_grad_(not freeze)
         return len(rows)
 
+    def set_rare_words(self, ids: torch.Tensor, p: float) -> None:
+        """Replace the words ``ids`` by UNK with probability ``p`` (on top of word dropout)
+        while training: the UNK vector then learns what unseen test words need, and the
+        model learns to lean on their characters (Lample et al., 2016)."""
+        self.drop_prob[ids] = 1.0 - (1.0 - self.word_dropout) * (1.0 - p)
+        self.word_dropout = max(self.word_dropout, p)  # nonzero: forward draws masks
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Batch -> (B, T, output_dim)."""
         word_ids = batch.word_ids
         if self.training and self.word_dropout > 0:
-            drop = torch.rand(word_ids.shape, device=word_ids.device) < self.word_dropout
-            word_ids = word_ids.masked_fill(drop & batch.mask, UNK_ID)
+            draw = torch.rand(word_ids.shape, device=word_ids.device)
+            word_ids = word_ids.masked_fill((draw < self.drop_prob[word_ids]) & batch.mask, UNK_ID)
         parts = [self.words(word_ids)]
         if self.chars is not None:
             # A lookup, not ``features[type_index]``: indexing's backward accumulates
@@ -236,7 +248,7 @@ class SequenceTagger(nn.Module):
         """Label scores before decoding, (B, T, K)."""
         embedded = self.dropout(self.embedder(batch))
         encoded = self.dropout(self.encoder(embedded, batch.lengths))
-        return self.projection(encoded)
+        return self.projection(encoded).float()  # fp32 for the decoder, also under autocast
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return self.decoder.loss(self.emissions(batch), batch.tags, batch.mask)

@@ -24,7 +24,7 @@ from tagger.distributed import SINGLE, World, gather
 from tagger.errors import TaggerError
 from tagger.io import ModelFiles, load_model, save_model
 from tagger.model import SequenceTagger
-from tagger.runtime import resolve_device
+from tagger.runtime import autocast, resolve_device, trim_memory
 from tagger.vocab import Vocab
 
 FORMATS = ("conll", "jsonl")
@@ -181,7 +181,7 @@ def decode_all(
     probs: list[np.ndarray] | None = [None] * len(enc) if scores else None
     lengths = enc.lengths
     chunks = bucket_indices(lengths, batch_size)[world.rank :: world.size]
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device):
         for chunk in chunks:
             batch = make_batch(enc, chunk).to(device)
             emissions = model.emissions(batch)
@@ -280,6 +280,7 @@ def predict_lines(
         raise TaggerError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if pretokenized:
         for chunk in _chunks(_pretokenized_sentences(lines), CHUNK_LINES):
+            trim_memory()
             tags = tagger.predict(chunk)
             if fmt == "conll":
                 yield "".join(
@@ -293,6 +294,7 @@ def predict_lines(
                 )
         return
     for chunk in _chunks(lines, CHUNK_LINES):
+        trim_memory()
         docs = list(tagger.nlp.pipe(chunk, batch_size=256))
         if fmt == "jsonl":
             spans = tagger.tag_docs(docs)

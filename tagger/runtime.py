@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
 import random
 
 import numpy as np
@@ -26,6 +30,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on GPUs that have it: the embeddings, RNN and projection run in
+    bf16 (the tensor cores' format), while the emissions are cast back to fp32 before the
+    CRF, whose sums of exponentials need the range. Elsewhere nothing changes."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` intra-op threads (default: torch's own choice, one per core)."""
     if threads:
@@ -36,3 +49,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@functools.cache
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def trim_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc only; elsewhere a no-op).
+
+    Batches of every shape leave holes in the heap that glibc keeps, so a long
+    prediction run's RSS creeps up (about 400 MB over 20 MB of text); trimming after
+    each chunk keeps it flat, at a cost of milliseconds."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

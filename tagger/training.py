@@ -39,7 +39,7 @@ from tagger.evaluation import format_report, score
 from tagger.io import PLOT, read_metrics, recover_dir
 from tagger.model import SequenceTagger
 from tagger.predict import Tagger
-from tagger.runtime import resolve_device, seed_everything, set_threads
+from tagger.runtime import autocast, resolve_device, seed_everything, set_threads
 from tagger.vocab import Vocab
 
 if TYPE_CHECKING:
@@ -114,6 +114,11 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
     model = SequenceTagger(config, vocab)
     if vectors is not None:
         model.embedder.load_pretrained(vocab, vectors.vectors, config.freeze_embeddings)
+    if config.unk_replace:
+        train_enc = encoded["train"]
+        counts = np.bincount(train_enc.type_words[train_enc.type_ids], minlength=len(vocab.words))
+        singletons = torch.from_numpy(np.flatnonzero(counts == 1))
+        model.embedder.set_rare_words(singletons, config.unk_replace)
     say(
         f"data: {', '.join(f'{s} {len(ds):,} sentences' for s, ds in data.items())}; "
         f"vocab: {len(vocab.words):,} words, {len(vocab.chars):,} chars, "
@@ -210,7 +215,7 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, broadcast_buffers=False)
+        net = DistributedDataParallel(model)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
     )
@@ -471,7 +476,8 @@ def _train_epoch(
             batch = batch.to(device)
             n = len(batch.index)
             optimizer.zero_grad(set_to_none=True)
-            loss = net(batch)  # mean over this rank's sentences
+            with autocast(device):
+                loss = net(batch)  # mean over this rank's sentences
             # DDP averages over ranks; weighting by n * ranks / global size makes that
             # the mean over the global batch even when the slices differ in size.
             (loss * (n * world.size / global_size) if world.distributed else loss).backward()

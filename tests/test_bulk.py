@@ -129,6 +129,8 @@ def test_bulk_cli_and_its_errors(tiny_corpus, trained_model, tmp_path):
     assert bad.exit_code == 1 and "--shard 2 is not in 0..1" in bad.output
     bad = CliRunner().invoke(app, [*args, "--workers", "2"])
     assert bad.exit_code == 1 and "need --output-dir" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--format", "conll"])
+    assert bad.exit_code == 1 and "--output-dir writes JSON-lines shards" in bad.output
 
 
 def test_bulk_under_torchrun_ranks_are_workers(single, tiny_corpus, trained_model, tmp_path):

@@ -366,6 +366,15 @@ def test_predict_non_utf8_input(cli_model, tmp_path):
     assert json.loads(result.stdout.splitlines()[1])["text"] == "Müller went to Bonn."
 
 
+def test_predict_binary_input(cli_model, tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"PK\x03\x04\x00\x00binary\x00stuff\n")
+    out = tmp_path / "out.jsonl"
+    line = assert_user_error(cli("predict", path, "-m", cli_model, "-o", out))
+    assert line == f"error: {path}:1: contains NUL bytes; is this a binary file?"
+    assert not out.exists()
+
+
 def test_predict_missing_input(cli_model, tmp_path):
     assert_user_error(
         cli("predict", tmp_path / "nope.txt", "-m", cli_model), "nope.txt: no such file"

@@ -136,6 +136,29 @@ def test_word_dropout_only_in_training(vocab, batch):
     assert torch.equal(emb(batch), emb.words(batch.word_ids))
 
 
+def test_rare_words_become_unk_at_their_own_rate():
+    """unk_replace: singletons go to UNK at about p, other words at word_dropout."""
+    words = ["<pad>", "<unk>", "rare", "common"]
+    vocab = Vocab(words, ["<pad>", "<unk>", "r", "c"], ["O"])
+    enc = encode(vocab, [["rare", "common"] * 2000])
+    batch = make_batch(enc, np.arange(1))
+    model = SequenceTagger(small_config(word_dropout=0.1, char_encoder="none"), vocab)
+    model.embedder.set_rare_words(torch.tensor([2]), 0.5)
+    torch.manual_seed(0)
+    seen = []
+    model.embedder.words.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    model.embedder(batch)
+    ids = seen[0][0]
+    rare_unk = (ids[0::2] == 1).float().mean().item()
+    common_unk = (ids[1::2] == 1).float().mean().item()
+    assert rare_unk == pytest.approx(1 - 0.9 * 0.5, abs=0.03)
+    assert common_unk == pytest.approx(0.1, abs=0.03)
+    model.embedder.eval()
+    model.embedder(batch)
+    assert not (seen[1] == 1).any()
+    assert "embedder.drop_prob" not in model.state_dict()  # training-only, never saved
+
+
 def test_crf_decoder_uses_the_scheme(vocab, batch):
     model = SequenceTagger(
         small_config(decoder="crf", scheme="BIOES"),

@@ -7,11 +7,12 @@ import os
 
 import numpy as np
 import pytest
-from conftest import is_valid_iob2
+from conftest import conll_text, is_valid_iob2, make_sentences, tiny_config
 
 from tagger import schemes
 from tagger.errors import TaggerError
-from tagger.predict import predict_lines, read_lines, write_atomic
+from tagger.predict import Tagger, predict_lines, read_lines, write_atomic
+from tagger.training import train
 
 SENTENCES = [
     ["Angela", "Merkel", "visited", "Paris", "on", "Monday", "."],
@@ -250,3 +251,38 @@ def test_write_atomic_permissions_follow_umask(tmp_path):
     out = tmp_path / "out.txt"
     write_atomic(iter(["x\n"]), out)
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_very_long_line_is_split_into_sentences_not_truncated(tagger_model, tmp_path):
+    """One 30,000-token line: spaCy's sentencizer splits it, every sentence is tagged,
+    and the record holds the whole line with entity offsets into it."""
+    sentence = "John Smith visited Paris on Monday ."
+    line = " ".join([sentence] * 4300)
+    records = [json.loads(r) for r in "".join(predict_lines(tagger_model, [line])).splitlines()]
+    assert len(records) == 1 and records[0]["text"] == line
+    entities = records[0]["entities"]
+    assert len(entities) == 2 * 4300  # John Smith and Paris in every sentence
+    assert entities[-1]["end"] > len(line) - len(sentence)  # tagged up to the end
+    assert all(line[e["start"] : e["end"]] == e["text"] for e in entities)
+
+
+def test_a_5000_token_sentence_trains_and_predicts(tmp_path):
+    """A 5,000-token sentence in training and in prediction: no length limit, no
+    truncation, and the CRF and batching stay linear in its length."""
+    long_tokens, long_tags = [], []
+    for tokens, tags in make_sentences(800, seed=3):
+        long_tokens += tokens
+        long_tags += tags
+    long_tokens, long_tags = long_tokens[:5000], long_tags[:5000]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    train_sents = make_sentences(40, seed=0) + [(long_tokens, long_tags)]
+    (folder / "train.txt").write_text(conll_text(train_sents))
+    (folder / "dev.txt").write_text(conll_text(make_sentences(10, seed=1)))
+    path = train(
+        tiny_config(data=str(folder), output=str(tmp_path / "m"), max_epochs=2), progress=False
+    )
+    model = Tagger.load(path, device="cpu")
+    tags = model.predict([long_tokens])[0]
+    assert len(tags) == 5000
+    assert is_valid_iob2(tags)

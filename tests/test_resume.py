@@ -19,7 +19,7 @@ from tagger.training import train
 
 # Runs `tagger train --config CONFIG -q` in a fresh interpreter, with the batch iterator
 # wrapped so the process sends itself SIGNAL at the 4th batch of epoch 2: a real signal,
-# delivered mid-epoch, to a real training process.
+# delivered mid-epoch, to a real training process. (ARGV[3]: the epoch, default 2.)
 KILLER = """
 import os, signal, sys
 import tagger.training as training
@@ -31,7 +31,7 @@ epochs = [0]
 def rank_batches(*args, **kwargs):
     epochs[0] += 1
     for i, batch in enumerate(real(*args, **kwargs)):
-        if epochs[0] == 2 and i == 3:
+        if epochs[0] == int(sys.argv[3]) and i == 3:
             os.kill(os.getpid(), getattr(signal, sys.argv[2]))
         yield batch
 
@@ -40,10 +40,10 @@ app(["train", "--config", sys.argv[1], "-q"])
 """
 
 
-def run_killed(config_file, signal_name: str) -> subprocess.CompletedProcess:
+def run_killed(config_file, signal_name: str, epoch: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-c", KILLER, str(config_file), signal_name],
+        [sys.executable, "-c", KILLER, str(config_file), signal_name, str(epoch)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -203,3 +203,12 @@ def test_checkpoint_holds_no_pickle(corpus, tmp_path):
     tensors = load_file(checkpoint_dir(out) / STATE)
     prefixes = {k.split(".")[0] for k in tensors}
     assert prefixes == {"model", "ema", "best", "optimizer", "rng"}
+
+
+def test_ctrl_c_in_the_first_epoch_saves_nothing(corpus, tmp_path):
+    out = tmp_path / "model"
+    proc = run_killed(write_config(config_for(corpus, out), tmp_path / "c.json"), "SIGINT", 1)
+    assert proc.returncode == 1
+    message = "error: interrupted before the first epoch ended; nothing was saved"
+    assert proc.stderr.strip() == message
+    assert not out.exists() and not checkpoint_dir(out).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import conll_text, make_sentences, tiny_config, write_corpus
 from safetensors.torch import load_file
@@ -210,3 +211,33 @@ def test_same_seed_same_model_with_two_threads(tiny_corpus, tmp_path):
         torch.set_num_threads(1)
     a, b = (load_file(p / "model.safetensors") for p in paths)
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_bf16_autocast_path(tiny_corpus, tmp_path, monkeypatch):
+    """The GPU's bf16 autocast, exercised on the CPU (same autocast machinery): training
+    and decoding run under it, the CRF gets fp32 emissions, and the model still learns."""
+    import torch
+
+    import tagger.predict
+    import tagger.training
+
+    seen = []
+
+    def bf16(device):
+        seen.append(device.type)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    monkeypatch.setattr(tagger.training, "autocast", bf16)
+    monkeypatch.setattr(tagger.predict, "autocast", bf16)
+    config = tiny_config(data=str(tiny_corpus), max_epochs=8, output=str(tmp_path / "m"))
+    path = train(config, progress=False)
+    assert seen and set(seen) == {"cpu"}
+    assert metrics_of(path)["dev_f1"] > 0.9
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        from tagger.batching import encode, make_batch
+        from tagger.predict import Tagger
+
+        tagger_model = Tagger.load(path, device="cpu")
+        enc = encode(tagger_model.vocab, [["John", "Smith", "visited", "Paris", "."]])
+        emissions = tagger_model.model.emissions(make_batch(enc, np.arange(1)))
+    assert emissions.dtype == torch.float32
