@@ -355,6 +355,9 @@ def predict(
         docs = build_pipeline(tagger).pipe(read_lines(input, encoding), batch_size=256)
         write_atomic([render_html(docs)], html)
         return
+    from tagger.runtime import limit_heap_growth
+
+    limit_heap_growth()  # flat memory over inputs of any size
     chunks = predict_lines(tagger, read_lines(input, encoding), fmt.value, pretokenized)
     write_atomic(chunks, output)
 

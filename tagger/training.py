@@ -134,7 +134,7 @@ RESUMABLE = frozenset({"max_epochs", "patience", "device", "threads"})  # may ch
 
 
 @dataclass
-class Progress:
+class RunState:
     """The counters of a run, saved in its checkpoint."""
 
     best_f1: float = -1.0
@@ -220,11 +220,11 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
         optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
     )
     rng = np.random.default_rng(config.seed)
-    run = Progress()
+    run = RunState()
     best_state = None
     if ckpt is not None:
         restore(ckpt, {"model": model, "ema": ema}, optimizer, schedule, rng)
-        run = Progress(**ckpt.progress)
+        run = RunState(**ckpt.progress)
         best_state = tensors_under(ckpt, "best")
         say(f"resuming from {saved_to} after epoch {ckpt.epoch}")
 

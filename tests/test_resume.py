@@ -101,6 +101,7 @@ def test_killed_mid_epoch_then_resumed_equals_straight_run(corpus, straight, tmp
         assert "Traceback" not in proc.stderr
         assert f"interrupted in epoch 2: the checkpoint after epoch 1 is in {ckpt}" in proc.stderr
         assert f"continue with: tagger train --resume {ckpt}" in proc.stderr
+        assert f"the best epoch so far (1) is saved to {out}" in proc.stderr
         # The best epoch so far was saved, marked as interrupted.
         assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
     else:
@@ -155,8 +156,12 @@ def test_resume_refuses_changed_data(tmp_path):
     out = tmp_path / "model"
     run_killed(write_config(config_for(corpus, out), tmp_path / "c.json"), "SIGKILL")
     write_corpus(corpus, seed=5)  # other sentences
-    with pytest.raises(TaggerError, match="changed since the checkpoint"):
+    with pytest.raises(TaggerError) as err:
         train(resume=checkpoint_dir(out), progress=False)
+    assert str(err.value) == (
+        f"the training data of {corpus} changed since the checkpoint {checkpoint_dir(out)} "
+        "was written; start a new run instead"
+    )
 
 
 def test_new_run_does_not_replace_a_checkpoint(corpus, tmp_path):
