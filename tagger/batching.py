@@ -179,9 +179,24 @@ def bucket_indices(
         rng = rng or np.random.default_rng()
         lengths = lengths + rng.uniform(0, 2, size=len(lengths))
     order = np.argsort(lengths, kind="stable")
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle:
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         rng.shuffle(chunks)
+        return chunks
+    return _tight_chunks(order, lengths[order], batch_size)
+
+
+def _tight_chunks(order: np.ndarray, sorted_lengths: np.ndarray, batch_size: int) -> list:
+    """Cut length-sorted sentences into batches of at most ``batch_size`` whose longest
+    sentence is at most 1.5x (+8 tokens) their shortest: the encoder runs over padding,
+    so a few long sentences must not stretch a whole batch of short ones (prediction
+    calls get sentences of any mix of lengths). One step per batch, not per sentence."""
+    chunks, start, n = [], 0, len(order)
+    while start < n:
+        limit = sorted_lengths[start] * 1.5 + 8
+        end = min(start + batch_size, int(np.searchsorted(sorted_lengths, limit, side="right")))
+        chunks.append(order[start:end])
+        start = end
     return chunks
 
 

@@ -117,6 +117,12 @@ def train(
         typer.Option("--bidirectional/--unidirectional", help="[default: bidirectional]"),
     ] = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout [default: 0.5].")] = None,
+    unk_replace: Annotated[
+        float | None,
+        typer.Option(
+            help="Probability of replacing a word seen once in training by UNK [default: 0]."
+        ),
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Sentences per batch [default: 32].")
     ] = None,
@@ -194,6 +200,7 @@ def train(
         "num_layers": num_layers,
         "bidirectional": bidirectional,
         "dropout": dropout,
+        "unk_replace": unk_replace,
         "batch_size": batch_size,
         "lr": lr,
         "max_epochs": max_epochs,

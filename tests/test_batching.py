@@ -10,6 +10,7 @@ from tagger.batching import (
     CASINGS,
     MAX_WORD_CHARS,
     bucket_batches,
+    bucket_indices,
     casing,
     encode,
     make_batch,
@@ -190,3 +191,17 @@ def test_shuffle_is_deterministic_with_a_seeded_rng(many):
     first = [b.index.tolist() for b in bucket_batches(many, 16, shuffle=True, rng=rng)]
     second = [b.index.tolist() for b in bucket_batches(many, 16, shuffle=True, rng=rng)]
     assert first != second
+
+
+def test_prediction_batches_keep_padding_tight():
+    """Unshuffled batches (prediction): every sentence once, and no batch's longest
+    sentence is more than 1.5x (+8) its shortest, whatever mix of lengths comes in."""
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(1, 15, 500), rng.integers(50, 400, 20)])
+    rng.shuffle(lengths)
+    chunks = bucket_indices(lengths, 64)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= 64
+        assert lengths[chunk].max() <= 1.5 * lengths[chunk].min() + 8
+    assert len(chunks) < 30  # ...without falling apart into tiny batches

@@ -467,3 +467,9 @@ def test_predict_html(trained_model, tmp_path):
 def test_help_shows_defaults():
     result = cli("train", "--help")
     assert "[default: lstm]" in result.stdout
+
+
+def test_train_unk_replace_flag(tmp_path):
+    line = assert_user_error(cli("train", "--unk-replace", "1.5", "-o", tmp_path / "m"))
+    assert line == "error: config: unk_replace must be in [0, 1), not 1.5"
+    assert not (tmp_path / "m").exists()
