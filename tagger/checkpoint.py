@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,7 +130,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write the checkpoint folder atomically (temporary sibling, then rename)."""
     from safetensors.torch import save
 
-    from tagger.io import recover_dir, replace_dir
+    from tagger.io import recover_dir, write_dir
 
     path = Path(path)
     recover_dir(path)
@@ -151,19 +148,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "rng": ckpt.rng,
         "state_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            (tmp / STATE).write_bytes(weights)
-            (tmp / META).write_text(json.dumps(meta) + "\n", encoding="utf-8")
-            _fsync_dir(tmp)
-            replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    except OSError as err:
-        raise TaggerError(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
+    contents = {STATE: weights, META: (json.dumps(meta) + "\n").encode("utf-8")}
+    write_dir(path, contents, f"the checkpoint {path}")
     return path
 
 
@@ -218,11 +204,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def _python_random_state() -> list:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush the files of ``folder`` to disk before it is renamed into place, so a power
-    cut cannot leave a renamed but empty checkpoint."""
-    for name in os.listdir(folder):
-        with open(folder / name, "rb") as fh:
-            os.fsync(fh.fileno())

@@ -81,28 +81,39 @@ def save_model(
             "values": sum(v.numel() for v in files.state.values()),
         },
     }
+    epochs = "".join(json.dumps(e) + "\n" for e in files.metrics.get("epochs", []))
+    contents = {
+        **(extras or {}),
+        WEIGHTS: weights,
+        VOCAB: _json(files.vocab.to_dict()).encode("utf-8"),
+        METRICS: _json(files.metrics).encode("utf-8"),
+        EPOCHS: epochs.encode("utf-8"),
+        CONFIG: _json(header).encode("utf-8"),  # last: marks the folder complete
+    }
+    write_dir(path, contents, f"the model to {path}")
+    return path
+
+
+def write_dir(path: Path, contents: dict[str, bytes], what: str) -> None:
+    """Write the files ``contents`` (in order) as the folder ``path``, atomically: into a
+    temporary sibling, flushed to disk, then renamed into place. An ``OSError`` (disk
+    full, no permission) becomes one ``cannot write WHAT: reason`` line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
         try:
-            for name, content in (extras or {}).items():
+            for name, content in contents.items():
                 (tmp / name).write_bytes(content)
-            (tmp / WEIGHTS).write_bytes(weights)
-            (tmp / VOCAB).write_text(_json(files.vocab.to_dict()), encoding="utf-8")
-            (tmp / METRICS).write_text(_json(files.metrics), encoding="utf-8")
-            epochs = files.metrics.get("epochs", [])
-            (tmp / EPOCHS).write_text(
-                "".join(json.dumps(e) + "\n" for e in epochs), encoding="utf-8"
-            )
-            (tmp / CONFIG).write_text(_json(header), encoding="utf-8")  # last: marks complete
+            for name in contents:  # a power cut must not leave a renamed but empty file
+                with open(tmp / name, "rb") as fh:
+                    os.fsync(fh.fileno())
             replace_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     except OSError as err:
-        raise TaggerError(f"cannot write the model to {path}: {err.strerror or err}") from None
-    return path
+        raise TaggerError(f"cannot write {what}: {err.strerror or err}") from None
 
 
 def replace_dir(src: Path, dst: Path) -> None:
