@@ -106,7 +106,7 @@ def train(
         CharEncoder | None, typer.Option(help="Character features [default: cnn].")
     ] = None,
     scheme: Annotated[
-        Scheme | None, typer.Option(help="Tag scheme to train in [default: IOB2].")
+        Scheme | None, typer.Option(help="Tag scheme to train in [default: BIOES].")
     ] = None,
     hidden_size: Annotated[
         int | None, typer.Option(help="RNN units per direction [default: 200].")
@@ -120,7 +120,8 @@ def train(
     unk_replace: Annotated[
         float | None,
         typer.Option(
-            help="Probability of replacing a word seen once in training by UNK [default: 0]."
+            help="A: replace a word seen C times in training by UNK with probability "
+            "A/(A+C), so rare words train the UNK vector; 0 = off [default: 2]."
         ),
     ] = None,
     batch_size: Annotated[
@@ -133,6 +134,13 @@ def train(
         typer.Option(help="Stop after this many epochs without dev gain [default: 5]."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 13].")] = None,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(
+            help="Train N taggers (seeds seed, seed+1, ...) and average their label scores "
+            "[default: 1]."
+        ),
+    ] = None,
     device: DeviceOpt = None,
     revision: RevisionOpt = None,
     encoding: EncodingOpt = None,
@@ -206,6 +214,7 @@ def train(
         "max_epochs": max_epochs,
         "patience": patience,
         "seed": seed,
+        "ensemble": ensemble,
         "device": device,
         "revision": revision,
         "encoding": encoding,
@@ -224,12 +233,19 @@ def train(
         return
     final = TrainConfig.from_dict({**base.to_dict(), **given})
     if dry_run:
+        from dataclasses import replace
+
+        from tagger.model import Ensemble
         from tagger.runtime import set_threads
         from tagger.summary import summary
         from tagger.training import build
 
         set_threads(final.threads)
-        typer.echo(summary(build(final, say=typer.echo).model))
+        setup = build(replace(final, ensemble=1), say=typer.echo)
+        model = setup.model
+        if final.ensemble > 1:
+            model = Ensemble.of([model] * final.ensemble, final, setup.vocab)
+        typer.echo(summary(model))
         return
     run(final, progress=not quiet)
 
@@ -528,6 +544,8 @@ def _model_row(path: Path) -> dict:
 
     header, metrics = read_metrics(path)
     cfg, epochs = header["config"], metrics.get("epochs") or []
+    if not epochs:  # an ensemble: all its members' epochs
+        epochs = [e for member in metrics.get("members", []) for e in member.get("epochs", [])]
     test = metrics.get("test") or {}
     return {
         "model": str(path),

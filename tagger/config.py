@@ -45,7 +45,7 @@ class TrainConfig:
     tag_column: int = -1
     encoding: str = "utf-8"
     unseen_labels: str = "error"
-    scheme: str = "IOB2"
+    scheme: str = "BIOES"
     lang: str = "en"
     # vocabulary
     lowercase: bool = True
@@ -67,7 +67,7 @@ class TrainConfig:
     casing_dim: int = 10
     dropout: float = 0.5
     word_dropout: float = 0.05
-    unk_replace: float = 0.0
+    unk_replace: float = 2.0
     decoder: str = "crf"
     # optimisation
     optimizer: str = "adam"
@@ -81,6 +81,7 @@ class TrainConfig:
     max_epochs: int = 30
     patience: int = 5
     seed: int = 13
+    ensemble: int = 1
     device: str = "auto"
     threads: int | None = None
     # output
@@ -95,13 +96,23 @@ class TrainConfig:
                 raise TaggerError(
                     f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}"
                 )
-        positive = ("num_layers", "hidden_size", "word_dim", "batch_size", "max_epochs", "min_freq")
+        positive = (
+            "num_layers",
+            "hidden_size",
+            "word_dim",
+            "batch_size",
+            "max_epochs",
+            "min_freq",
+            "ensemble",
+        )
         for key in positive:
             if getattr(self, key) < 1:
                 raise TaggerError(f"{where}: {key} must be at least 1, not {getattr(self, key)}")
-        for key in ("dropout", "word_dropout", "unk_replace", "ema_decay"):
+        for key in ("dropout", "word_dropout", "ema_decay"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise TaggerError(f"{where}: {key} must be in [0, 1), not {getattr(self, key)}")
+        if self.unk_replace < 0:
+            raise TaggerError(f"{where}: unk_replace must be 0 or more, not {self.unk_replace}")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:
             raise TaggerError(f"{where}: char_kernel must be odd, not {self.char_kernel}")
         if self.lr <= 0:
@@ -172,7 +183,7 @@ HELP = {
     "casing_dim": "size of the word-shape (casing) embedding; 0 turns it off",
     "dropout": "dropout on embeddings and encoder output",
     "word_dropout": "probability of replacing a training word by UNK",
-    "unk_replace": "probability of replacing a word seen once in training by UNK (Lample)",
+    "unk_replace": "a: replace a word seen c times in training by UNK with p a/(a+c); 0 = off",
     "decoder": "output layer: crf (valid tag sequences) or softmax",
     "optimizer": "adam or sgd",
     "lr": "learning rate",
@@ -185,6 +196,7 @@ HELP = {
     "max_epochs": "most epochs",
     "patience": "stop after this many epochs without dev F1 gain",
     "seed": "random seed: data order, initialisation and dropout",
+    "ensemble": "train this many taggers (seeds seed, seed+1, ...) and average their scores",
     "device": "auto, cpu, cuda or cuda:N (auto = GPU when present)",
     "threads": "torch intra-op threads (unset = one per core)",
     "output": "model folder to write",

@@ -16,6 +16,11 @@ from tagger.errors import TaggerError
 def render_training(metrics: dict, title: str | None = None) -> bytes:
     """PNG bytes of ``metrics["epochs"]`` (what ``metrics.json`` holds)."""
     epochs = metrics.get("epochs") or []
+    if not epochs and metrics.get("members"):
+        raise TaggerError(
+            "an ensemble has no training curve of its own; plot its members before "
+            "combining, or read their epochs under `members` in metrics.json"
+        )
     if not epochs:
         raise TaggerError("no epochs in the metrics: nothing to plot")
     try:

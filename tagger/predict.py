@@ -23,7 +23,7 @@ from tagger.data import open_binary
 from tagger.distributed import SINGLE, World, gather
 from tagger.errors import TaggerError
 from tagger.io import ModelFiles, load_model, save_model
-from tagger.model import SequenceTagger
+from tagger.model import Ensemble, SequenceTagger, build_model
 from tagger.runtime import autocast, resolve_device, trim_memory
 from tagger.vocab import Vocab
 
@@ -36,7 +36,7 @@ class Tagger:
 
     def __init__(
         self,
-        model: SequenceTagger,
+        model: SequenceTagger | Ensemble,
         config: TrainConfig,
         vocab: Vocab,
         metrics: dict | None = None,
@@ -56,7 +56,7 @@ class Tagger:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Tagger:
         files = load_model(path)
-        model = SequenceTagger(files.config, files.vocab)
+        model = build_model(files.config, files.vocab)
         try:
             model.load_state_dict(files.state)
         except RuntimeError as err:
@@ -162,7 +162,7 @@ class Tagger:
 
 
 def decode_all(
-    model: SequenceTagger,
+    model: SequenceTagger | Ensemble,
     enc: Encoded,
     batch_size: int = 256,
     device: torch.device | None = None,

@@ -6,18 +6,28 @@ U = distinct word types in the batch, C = characters in the longest word.
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 from tagger.crf import CRF
-from tagger.model import CharCNN, CharLSTM, SequenceTagger
+from tagger.model import CharCNN, CharLSTM, Ensemble, SequenceTagger
 
 
 def _rnn_width(rnn: nn.RNNBase) -> int:
     return rnn.hidden_size * (2 if rnn.bidirectional else 1)
 
 
-def layer_rows(model: SequenceTagger) -> list[tuple[str, str, str, int]]:
-    """``(name, layer type, output shape, parameters)`` for every layer that has weights."""
+def layer_rows(model: SequenceTagger | Ensemble) -> list[tuple[str, str, str, int]]:
+    """``(name, layer type, output shape, parameters)`` for every layer that has weights;
+    an ensemble's members share one row per layer (``members.*``, N times the count)."""
+    if isinstance(model, Ensemble):
+        n = len(model.members)
+        rows = [
+            (f"members.*.{name}", f"{kind}, {n} members", shape, count * n)
+            for name, kind, shape, count in layer_rows(model.members[0])
+        ]
+        return rows + _decoder_rows(model)
     emb = model.embedder
     rows = [("embedder.words", "Embedding", f"(B, T, {emb.words.embedding_dim})", emb.words)]
     if emb.chars is not None:
@@ -57,13 +67,19 @@ def layer_rows(model: SequenceTagger) -> list[tuple[str, str, str, int]]:
     rows.append(("encoder.rnn", kind, f"(B, T, {_rnn_width(rnn)})", rnn))
     k = model.projection.out_features
     rows.append(("projection", "Linear", f"(B, T, {k})", model.projection))
+    counted = [(n, t, shape, sum(p.numel() for p in m.parameters())) for n, t, shape, m in rows]
+    return counted + _decoder_rows(model)
+
+
+def _decoder_rows(model: SequenceTagger | Ensemble) -> list[tuple[str, str, str, int]]:
     crf = getattr(model.decoder, "crf", None)
-    if isinstance(crf, CRF):
-        rows.append(("decoder.crf", "CRF (Viterbi)", "(B, T)", crf))
-    return [(n, t, shape, sum(p.numel() for p in m.parameters())) for n, t, shape, m in rows]
+    if not isinstance(crf, CRF):
+        return []
+    kind = "CRF (Viterbi)" if isinstance(model, SequenceTagger) else "CRF, mean of members'"
+    return [("decoder.crf", kind, "(B, T)", sum(p.numel() for p in crf.parameters()))]
 
 
-def summary(model: SequenceTagger) -> str:
+def summary(model: SequenceTagger | Ensemble) -> str:
     """The layer table, totals, and what ``model.safetensors`` stores."""
     rows = layer_rows(model)
     total = sum(p.numel() for p in model.parameters())
@@ -86,8 +102,10 @@ def summary(model: SequenceTagger) -> str:
         f"Values stored in model.safetensors: {stored:,}",
     ]
     state = model.state_dict()
+    buffers = {}  # an ensemble's members have the same buffers: one line each
     for name, buf in model.named_buffers():
-        where = "stored" if name in state else "derived from the labels, not stored"
-        out.append(f"Buffer {name} {tuple(buf.shape)}: {where}")
+        where = "stored" if name in state else "not stored, rebuilt from config and labels"
+        buffers[re.sub(r"^members\.\d+\.", "members.*.", name)] = (tuple(buf.shape), where)
+    out += [f"Buffer {name} {shape}: {where}" for name, (shape, where) in buffers.items()]
     out.append("Shapes: B sentences, T tokens, U distinct words in the batch, C characters.")
     return "\n".join(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import shutil
 import sys
 import time
@@ -36,8 +37,8 @@ from tagger.distributed import stop as stop_distributed
 from tagger.embeddings import Vectors, read_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
-from tagger.io import PLOT, read_metrics, recover_dir
-from tagger.model import SequenceTagger
+from tagger.io import PLOT, read_metrics, recover_dir, write_dir
+from tagger.model import Ensemble, SequenceTagger
 from tagger.predict import Tagger
 from tagger.runtime import autocast, resolve_device, seed_everything, set_threads
 from tagger.vocab import Vocab
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 
 def fingerprint(tokens: list[list[str]], tags: list[list[str]]) -> str:
-    """sha256 of the training sentences and tags: which data a model saw."""
+    """sha256 of the training sentences and (IOB2) tags: which data a model saw."""
     digest = hashlib.sha256()
     for toks, tg in zip(tokens, tags):
         digest.update(("\t".join(toks) + "\n" + "\t".join(tg) + "\n\n").encode("utf-8"))
@@ -117,8 +118,7 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
     if config.unk_replace:
         train_enc = encoded["train"]
         counts = np.bincount(train_enc.type_words[train_enc.type_ids], minlength=len(vocab.words))
-        singletons = torch.from_numpy(np.flatnonzero(counts == 1))
-        model.embedder.set_rare_words(singletons, config.unk_replace)
+        model.embedder.set_word_counts(torch.from_numpy(counts), config.unk_replace)
     say(
         f"data: {', '.join(f'{s} {len(ds):,} sentences' for s, ds in data.items())}; "
         f"vocab: {len(vocab.words):,} words, {len(vocab.chars):,} chars, "
@@ -128,6 +128,10 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         + (f", {world.size} processes" if world.distributed else "")
     )
     return Setup(config, data, vocab, encoded, gold, model.to(device), device)
+
+
+class Interrupted(TaggerError):
+    """Ctrl-C before anything could be saved."""
 
 
 RESUMABLE = frozenset({"max_epochs", "patience", "device", "threads"})  # may change on resume
@@ -160,6 +164,8 @@ def train(
     ends with the same weights as an uninterrupted run. Ctrl-C ends training early, keeps
     the best epoch so far and says how to resume.
     """
+    if resume is not None and (Path(resume) / ENSEMBLE_PLAN).is_file():
+        return _train_ensemble(None, progress, Path(resume), overrides)
     ckpt = None
     if resume is not None:
         ckpt = load_checkpoint(resume)
@@ -172,6 +178,8 @@ def train(
         config = replace(ckpt.config, **overrides).validate()
     else:
         config = replace(config or TrainConfig(), **overrides).validate()
+        if config.ensemble > 1:
+            return _train_ensemble(config, progress, None, {})
     output = Path(config.output)
     saved_to = Path(resume) if resume is not None else checkpoint_dir(output)
     _check_free(output, saved_to, config.overwrite, resuming=ckpt is not None)
@@ -196,7 +204,7 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
         setup.model,
         setup.device,
     )
-    data_print = fingerprint(data["train"]["tokens"], decoded_tags(data["train"]))
+    data_print = fingerprint(data["train"]["tokens"], gold["train"])  # IOB2: any scheme
     if ckpt is not None and (ckpt.fingerprint != data_print or ckpt.vocab != vocab):
         raise TaggerError(
             f"the training data of {config.data or 'the bundled corpus'} changed since the "
@@ -301,7 +309,7 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
     except KeyboardInterrupt:
         interrupted = True
         if best_state is None:
-            raise TaggerError(
+            raise Interrupted(
                 "interrupted before the first epoch ended; nothing was saved"
             ) from None
         resume_hint = (
@@ -349,6 +357,139 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
     barrier(world)  # the other ranks return once the model is on disk
     for split, scores in final.items():
         say(f"\n{split} (best epoch {run.best_epoch}):\n{format_report(scores)}")
+    say(f"\nmodel saved to {output}")
+    return output
+
+
+ENSEMBLE_PLAN = "ensemble.json"  # marks an ensemble run's checkpoint folder
+
+
+def _train_ensemble(
+    config: TrainConfig | None, progress: bool, resume: Path | None, overrides: dict
+) -> Path:
+    """Train ``config.ensemble`` members one after another (seeds ``seed``, ``seed + 1``,
+    ...), each an ordinary run into ``<output>.checkpoint/member-K``, then save them
+    as one model folder and remove the members.
+
+    Resuming (``resume`` is that folder) keeps the finished members, continues an
+    interrupted one from its own checkpoint and trains the rest."""
+    if resume is not None:
+        config = _read_plan(resume)
+        if set(overrides) - RESUMABLE:
+            fixed = ", ".join(sorted(set(overrides) - RESUMABLE))
+            raise TaggerError(
+                f"a resumed run keeps the settings of its checkpoint; only "
+                f"{', '.join(sorted(RESUMABLE))} may change, not {fixed}"
+            )
+        config = replace(config, **overrides).validate()
+    if current_world().distributed:
+        raise TaggerError(
+            "an ensemble trains its members one after another in one process: "
+            "leave out --nproc / torchrun (or train members separately)"
+        )
+    output = Path(config.output)
+    work = checkpoint_dir(output)
+    say = _printer(progress)
+    if resume is None:
+        _check_free(output, work, config.overwrite, resuming=False)
+        if (work / ENSEMBLE_PLAN).is_file() and not config.overwrite:
+            raise TaggerError(
+                f"{work} holds an interrupted ensemble run: continue it with "
+                f"`tagger train --resume {work}`, or pass --overwrite to start over"
+            )
+        shutil.rmtree(work, ignore_errors=True)
+        write_dir(
+            work,
+            {ENSEMBLE_PLAN: (json.dumps({"config": config.to_dict()}, indent=2) + "\n").encode()},
+            f"the ensemble checkpoint to {work}",
+        )
+    elif output.exists() and not config.overwrite:
+        raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
+    folders = []
+    for k in range(config.ensemble):
+        folder = work / f"member-{k}"
+        folders.append(folder)
+        # overwrite: a member folder left without its checkpoint is ours to retrain
+        member = replace(
+            config, ensemble=1, seed=config.seed + k, output=str(folder), overwrite=True
+        )
+        say(f"\nensemble member {k + 1}/{config.ensemble} (seed {member.seed})")
+        ckpt = checkpoint_dir(folder)
+        hint = f"continue the ensemble with `tagger train --resume {work}`"
+        try:
+            if (ckpt / CHECKPOINT_META).is_file():
+                train(progress=progress, resume=ckpt, **overrides)
+            elif _finished(folder):
+                say(f"already trained: {folder}")
+                continue
+            else:
+                train(member, progress=progress)
+        except (Interrupted, KeyboardInterrupt) as err:
+            raise TaggerError(f"{err or 'interrupted'}; {hint}") from None
+        if not _finished(folder):  # Ctrl-C in an epoch: the member kept its best epoch
+            raise TaggerError(f"ensemble interrupted in member {k + 1}; {hint}")
+    return _save_ensemble(config, folders, output, work, say)
+
+
+def _read_plan(work: Path) -> TrainConfig:
+    try:
+        plan = json.loads((work / ENSEMBLE_PLAN).read_text(encoding="utf-8"))
+        return TrainConfig.from_dict(plan["config"], where=str(work / ENSEMBLE_PLAN))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise TaggerError(f"{work / ENSEMBLE_PLAN}: not an ensemble plan ({err})") from None
+
+
+def _finished(folder: Path) -> bool:
+    """A member's model folder exists and its run was not interrupted."""
+    try:
+        return read_metrics(folder)[1].get("interrupted") is False
+    except TaggerError:
+        return False
+
+
+def _save_ensemble(config: TrainConfig, folders: list[Path], output: Path, work: Path, say) -> Path:
+    """Combine the trained members, score the ensemble on dev and test, save it."""
+    started = time.perf_counter()
+    setup = build(replace(config, ensemble=1))
+    members = [Tagger.load(folder, config.device) for folder in folders]
+    if any(m.vocab != setup.vocab for m in members):
+        raise TaggerError(f"the members in {work} were trained on other data; start over")
+    ensemble = Ensemble.of([m.model for m in members], config, setup.vocab).to(setup.device)
+    scorer = Tagger(ensemble, config, setup.vocab)
+    final = {
+        split: score(setup.gold[split], scorer.predict_encoded(setup.encoded[split])[0])
+        for split in ("validation", "test")
+        if split in setup.encoded
+    }
+    runs = [
+        {
+            "seed": m.config.seed,
+            "best_epoch": m.metrics["best_epoch"],
+            "dev_f1": m.metrics["dev_f1"],
+            "test_f1": m.metrics["test_f1"],
+            "seconds": m.metrics["seconds"],
+            "epochs": m.metrics["epochs"],
+        }
+        for m in members
+    ]
+    scorer.metrics = {
+        "best_epoch": None,
+        "dev_f1": final["validation"]["f1"],
+        "test_f1": final["test"]["f1"] if "test" in final else None,
+        "dev": final["validation"],
+        "test": final.get("test"),
+        "parameters": sum(p.numel() for p in ensemble.parameters()),
+        # training time of every member (also across resumes) plus combining and scoring
+        "seconds": round(sum(r["seconds"] for r in runs) + time.perf_counter() - started, 1),
+        "interrupted": False,
+        "epochs": [],
+        "members": runs,
+    }
+    scorer.data = members[0].data
+    scorer.save(output, overwrite=True)
+    shutil.rmtree(work, ignore_errors=True)
+    for split, scores in final.items():
+        say(f"\n{split} (ensemble of {len(members)}):\n{format_report(scores)}")
     say(f"\nmodel saved to {output}")
     return output
 

@@ -101,6 +101,7 @@ def tiny_config(**overrides):
         casing_dim=4,
         dropout=0.0,
         word_dropout=0.0,
+        unk_replace=0.0,
         batch_size=8,
         lr=0.02,
         max_epochs=2,

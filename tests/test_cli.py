@@ -470,6 +470,6 @@ def test_help_shows_defaults():
 
 
 def test_train_unk_replace_flag(tmp_path):
-    line = assert_user_error(cli("train", "--unk-replace", "1.5", "-o", tmp_path / "m"))
-    assert line == "error: config: unk_replace must be in [0, 1), not 1.5"
+    line = assert_user_error(cli("train", "--unk-replace", "-1", "-o", tmp_path / "m"))
+    assert line == "error: config: unk_replace must be 0 or more, not -1.0"
     assert not (tmp_path / "m").exists()

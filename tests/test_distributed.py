@@ -92,9 +92,10 @@ def test_two_processes_train_like_one(runs):
     w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     for key in w1:
         # Float sums in another order; Adam turns the tiny differences of an almost-zero
-        # gradient (a rare word's row) into step-sized ones, so a few entries may move.
+        # gradient (a rare word's row) into step-sized ones (lr 0.02), so a few entries
+        # may move by about a step, never more than a couple.
         diff = (w1[key] - w2[key]).abs()
-        assert diff.max() < 1e-2 and (diff > 1e-3).float().mean() < 1e-3, key
+        assert diff.max() < 0.05 and (diff > 1e-3).float().mean() < 1e-3, key
     # Only rank 0 wrote: one model folder, its checkpoint removed, no temporary folders.
     assert sorted(p.name for p in tmp.iterdir()) == ["c.json", "one", "two"]
 

@@ -97,5 +97,6 @@ def test_evaluate_errors(tagger_model, tiny_corpus, tmp_path):
     with pytest.raises(TaggerError) as err:
         evaluate(tagger_model, tmp_path, split="train")
     assert str(err.value) == (
-        "label B-MISC is not one the model knows (O, B-LOC, I-LOC, B-ORG, I-ORG, B-PER, I-PER)"
+        "label B-MISC is not one the model knows (O, B-LOC, I-LOC, E-LOC, S-LOC, B-ORG, "
+        "I-ORG, E-ORG, S-ORG, B-PER, I-PER, E-PER, S-PER)"
     )

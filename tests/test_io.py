@@ -49,8 +49,9 @@ def test_folder_contents(trained_model):
     }  # no pickles, no temp files
     header = json.loads((trained_model / "config.json").read_text())
     assert header["format_version"] == FORMAT_VERSION
-    assert header["labels"] == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
-    assert header["scheme"] == "IOB2"
+    labels = [f"{p}-{t}" for t in ("LOC", "ORG", "PER") for p in "BIES"]
+    assert header["labels"] == ["O", *labels]
+    assert header["scheme"] == "BIOES"
     assert header["config"]["decoder"] == "crf"
     assert len(header["data"]["fingerprint"]) == 64
     assert header["data"]["sentences"] == {"train": 60, "validation": 15, "test": 15}

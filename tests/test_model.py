@@ -137,22 +137,23 @@ def test_word_dropout_only_in_training(vocab, batch):
 
 
 def test_rare_words_become_unk_at_their_own_rate():
-    """unk_replace: singletons go to UNK at about p, other words at word_dropout."""
-    words = ["<pad>", "<unk>", "rare", "common"]
+    """unk_replace a: a word seen c times goes to UNK at about a/(a+c), on top of word
+    dropout; words never seen in training only at word_dropout."""
+    words = ["<pad>", "<unk>", "rare", "common", "unseen"]
     vocab = Vocab(words, ["<pad>", "<unk>", "r", "c"], ["O"])
-    enc = encode(vocab, [["rare", "common"] * 2000])
+    enc = encode(vocab, [["rare", "common", "unseen"] * 2000])
     batch = make_batch(enc, np.arange(1))
     model = SequenceTagger(small_config(word_dropout=0.1, char_encoder="none"), vocab)
-    model.embedder.set_rare_words(torch.tensor([2]), 0.5)
+    model.embedder.set_word_counts(torch.tensor([0, 0, 1, 99, 0]), 1.0)
     torch.manual_seed(0)
     seen = []
     model.embedder.words.register_forward_hook(lambda m, args, out: seen.append(args[0]))
     model.embedder(batch)
     ids = seen[0][0]
-    rare_unk = (ids[0::2] == 1).float().mean().item()
-    common_unk = (ids[1::2] == 1).float().mean().item()
-    assert rare_unk == pytest.approx(1 - 0.9 * 0.5, abs=0.03)
-    assert common_unk == pytest.approx(0.1, abs=0.03)
+    rate = [(ids[i::3] == 1).float().mean().item() for i in range(3)]
+    assert rate[0] == pytest.approx(1 - 0.9 * (1 - 1 / 2), abs=0.03)  # seen once
+    assert rate[1] == pytest.approx(1 - 0.9 * (1 - 1 / 100), abs=0.03)  # seen 99 times
+    assert rate[2] == pytest.approx(0.1, abs=0.03)  # not in the training data
     model.embedder.eval()
     model.embedder(batch)
     assert not (seen[1] == 1).any()

@@ -241,3 +241,19 @@ def test_bf16_autocast_path(tiny_corpus, tmp_path, monkeypatch):
         enc = encode(tagger_model.vocab, [["John", "Smith", "visited", "Paris", "."]])
         emissions = tagger_model.model.emissions(make_batch(enc, np.arange(1)))
     assert emissions.dtype == torch.float32
+
+
+def test_unk_replace_follows_training_counts(tiny_corpus):
+    """Each training word's replacement rate is word_dropout plus a/(a+count) on top."""
+    from collections import Counter
+
+    from tagger.training import build
+
+    setup = build(tiny_config(data=str(tiny_corpus), word_dropout=0.1, unk_replace=2.0))
+    vocab, emb = setup.vocab, setup.model.embedder
+    counts = Counter(vocab.normalize(t) for toks in setup.data["train"]["tokens"] for t in toks)
+    for word, n in list(counts.items())[:20]:
+        expected = 1 - 0.9 * (1 - 2 / (2 + n))
+        assert emb.drop_prob[vocab.word_id(word)].item() == pytest.approx(expected), word
+    assert emb.drop_prob[1].item() == pytest.approx(0.1)  # UNK itself: never counted
+    assert emb.drops_words
