@@ -104,7 +104,7 @@ def summary(model: SequenceTagger | Ensemble) -> str:
     state = model.state_dict()
     buffers = {}  # an ensemble's members have the same buffers: one line each
     for name, buf in model.named_buffers():
-        where = "stored" if name in state else "not stored, rebuilt from config and labels"
+        where = "stored" if name in state else "not stored, rebuilt on load"
         buffers[re.sub(r"^members\.\d+\.", "members.*.", name)] = (tuple(buf.shape), where)
     out += [f"Buffer {name} {shape}: {where}" for name, (shape, where) in buffers.items()]
     out.append("Shapes: B sentences, T tokens, U distinct words in the batch, C characters.")

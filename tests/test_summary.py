@@ -46,5 +46,5 @@ def test_frozen_embeddings_are_non_trainable():
 
 def test_crf_buffers_listed_as_not_stored():
     text = summary(SequenceTagger(tiny_config(decoder="crf"), VOCAB))
-    line = "Buffer decoder.crf.trans_penalty (3, 3): not stored, rebuilt from config and labels"
+    line = "Buffer decoder.crf.trans_penalty (3, 3): not stored, rebuilt on load"
     assert line in text
