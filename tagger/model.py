@@ -302,9 +302,6 @@ class Ensemble(nn.Module):
         """The members' mean label scores, (B, T, K)."""
         return torch.stack([m.emissions(batch) for m in self.members]).mean(0)
 
-    def decode(self, batch: Batch) -> torch.Tensor:
-        return self.decoder.decode(self.emissions(batch), batch.mask)
-
 
 def build_model(config: TrainConfig, vocab: Vocab) -> SequenceTagger | Ensemble:
     """The network a config describes: one tagger, or an ensemble of ``config.ensemble``."""

@@ -164,17 +164,18 @@ def train(
     ends with the same weights as an uninterrupted run. Ctrl-C ends training early, keeps
     the best epoch so far and says how to resume.
     """
-    if resume is not None and (Path(resume) / ENSEMBLE_PLAN).is_file():
-        return _train_ensemble(None, progress, Path(resume), overrides)
     ckpt = None
     if resume is not None:
-        ckpt = load_checkpoint(resume)
+        ensemble = (Path(resume) / ENSEMBLE_PLAN).is_file()
+        ckpt = None if ensemble else load_checkpoint(resume)
         if config is not None or set(overrides) - RESUMABLE:
             fixed = sorted(set(overrides) - RESUMABLE) or ["config"]
             raise TaggerError(
                 f"a resumed run keeps the settings of its checkpoint; only "
                 f"{', '.join(sorted(RESUMABLE))} may change, not {', '.join(fixed)}"
             )
+        if ensemble:
+            return _train_ensemble(None, progress, Path(resume), overrides)
         config = replace(ckpt.config, **overrides).validate()
     else:
         config = replace(config or TrainConfig(), **overrides).validate()
@@ -373,15 +374,8 @@ def _train_ensemble(
 
     Resuming (``resume`` is that folder) keeps the finished members, continues an
     interrupted one from its own checkpoint and trains the rest."""
-    if resume is not None:
-        config = _read_plan(resume)
-        if set(overrides) - RESUMABLE:
-            fixed = ", ".join(sorted(set(overrides) - RESUMABLE))
-            raise TaggerError(
-                f"a resumed run keeps the settings of its checkpoint; only "
-                f"{', '.join(sorted(RESUMABLE))} may change, not {fixed}"
-            )
-        config = replace(config, **overrides).validate()
+    if resume is not None:  # ``train`` has checked that only RESUMABLE fields change
+        config = replace(_read_plan(resume), **overrides).validate()
     if current_world().distributed:
         raise TaggerError(
             "an ensemble trains its members one after another in one process: "

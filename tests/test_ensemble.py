@@ -145,3 +145,15 @@ def test_compare_and_plot_read_an_ensemble(ensemble_dir):
     assert row["seconds_per_epoch"] > 0 and row["test_f1"] == metrics["test_f1"]
     result = CliRunner().invoke(app, ["plot", str(ensemble_dir)])
     assert result.exit_code == 1 and "an ensemble has no training curve" in result.output
+
+
+def test_resumed_ensemble_keeps_its_settings(corpus, tmp_path):
+    work = tmp_path / "model.checkpoint"
+    work.mkdir()
+    (work / ENSEMBLE_PLAN).write_text(
+        json.dumps({"config": tiny_config(data=str(corpus), ensemble=2).to_dict()})
+    )
+    with pytest.raises(TaggerError, match="may change, not cell"):
+        train(resume=work, cell="gru", progress=False)
+    with pytest.raises(TaggerError, match="not config"):
+        train(tiny_config(), resume=work, progress=False)
