@@ -54,8 +54,9 @@ def run(job: Job, shards: list[int] | None = None) -> dict:
     for shard in todo:
         if not 0 <= shard < job.workers:
             raise TaggerError(f"--shard {shard} is not in 0..{job.workers - 1}")
+    out = check_output_dir(job)  # before the input: reading a dataset takes a while
     _inputs(job)  # check the input before starting anyone
-    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+    _make_output_dir(out)
     failed: dict[int, str] = {}
     if len(todo) == 1:
         tag_shard(job, todo[0])
@@ -81,11 +82,43 @@ def run(job: Job, shards: list[int] | None = None) -> dict:
     return manifest
 
 
+def check_output_dir(job: Job) -> Path:
+    """Refuse an ``--output-dir`` that is a file, or that lies in the folder of text
+    files being tagged (the next run would tag its own shards)."""
+    out = Path(job.output_dir)
+    if out.exists() and not out.is_dir():
+        raise TaggerError(f"--output-dir {out} is a file, not a folder; choose another")
+    source = Path(job.source)
+    if job.split is None and source.is_dir():
+        inside, folder = out.resolve(), source.resolve()
+        if inside == folder or folder in inside.parents:
+            where = "is" if inside == folder else "is inside"
+            raise TaggerError(
+                f"--output-dir {out} {where} the input folder {source}: the next run "
+                f"would tag its shards as input; choose a folder outside it"
+            )
+    return out
+
+
+def _make_output_dir(out: Path) -> None:
+    """Create ``out`` and check that files can be made in it, before any tagging."""
+    from tagger.io import temporary_sibling
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = temporary_sibling(out / MANIFEST)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        raise TaggerError(f"cannot write in {out}: {err.strerror or err}") from None
+
+
 def tag_shard(job: Job, shard: int) -> dict:
     """Tag one shard and write its output and receipt; what one worker does."""
     import torch
 
-    from tagger.predict import Tagger, write_atomic
+    from tagger.io import write_atomic
+    from tagger.predict import Tagger
 
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -122,8 +155,7 @@ def tag_shard(job: Job, shard: int) -> dict:
 def write_manifest(job: Job) -> dict:
     """Rebuild ``manifest.json`` from the receipts present (under a lock: workers finish
     at different times, and the last one must see every receipt)."""
-    from tagger.io import read_header
-    from tagger.predict import write_atomic
+    from tagger.io import read_header, write_atomic
 
     out = Path(job.output_dir)
     with open(out / LOCK, "a") as lock:

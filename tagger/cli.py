@@ -1,13 +1,16 @@
 """The ``tagger`` command: a thin typer layer over the Python API.
 
 Heavy libraries (torch, spaCy, datasets) are imported inside the commands so that
-``tagger --help`` starts fast. A ``TaggerError`` becomes one ``error:`` line and exit 1.
+``tagger --help`` starts fast. A ``TaggerError`` or an ``OSError`` becomes one ``error:``
+line and exit 1 (``user_errors``), never a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -54,20 +57,111 @@ class Format(str, Enum):
 
 
 def user_errors(command):
-    """Turn ``TaggerError`` into one ``error: ...`` line on stderr and exit status 1."""
+    """Turn ``TaggerError`` and any ``OSError`` (a full disk, a closed pipe, no
+    permission) into one ``error: ...`` line on stderr and exit status 1, never a
+    traceback; Ctrl-C exits 130. Standard output is flushed before the command returns,
+    so a failed write to it is still reported here."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        guard = _StdoutGuard.install()
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            if sys.stdout is not None:
+                sys.stdout.flush()
+            return result
         except TaggerError as err:
-            typer.echo(f"error: {err}", err=True)
+            _say(f"error: {err}")
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+        except KeyboardInterrupt as err:  # training says what it saved and how to go on
+            _say(str(err) or "interrupted")
             raise typer.Exit(130) from None
+        except OSError as err:
+            _say(f"error: {_os_error(err)}")
+            raise typer.Exit(1) from None
+        finally:
+            if guard is not None:
+                guard.remove()
 
     return wrapper
+
+
+class _StdoutError(OSError):
+    """A write to standard output failed (``> /dev/full``, ``| head``)."""
+
+
+class _StdoutGuard:
+    """Stands in for ``sys.stdout`` while a command runs, so that a failed write to it
+    (by ``typer.echo``, ``print`` or ``write_atomic``) is told apart from other errors."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    @classmethod
+    def install(cls) -> _StdoutGuard | None:
+        if sys.stdout is None or isinstance(sys.stdout, cls):
+            return None
+        sys.stdout = guard = cls(sys.stdout)
+        return guard
+
+    def remove(self) -> None:
+        if sys.stdout is self:
+            sys.stdout = self._stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            raise _StdoutError(err.errno, err.strerror) from None
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as err:
+            raise _StdoutError(err.errno, err.strerror) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _os_error(err: OSError) -> str:
+    """The message for an ``OSError``: ``FILE: reason``, or what failed on stdout."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, _StdoutError):
+        _silence_stdout()
+        return f"cannot write standard output: {reason}"
+    name = err.filename
+    if name is not None:
+        return f"{os.fsdecode(name) if isinstance(name, bytes) else name}: {reason}"
+    return reason
+
+
+def _silence_stdout() -> None:
+    """Point a broken standard output at /dev/null: what is still buffered in it would
+    otherwise fail again at exit, and Python would print its own message then."""
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, ValueError, OSError):
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
+
+
+def _say(line: str) -> None:
+    """One line on stderr; nothing if stderr itself cannot be written."""
+    try:
+        typer.echo(line, err=True)
+    except (OSError, ValueError):
+        return
 
 
 DataOpt = Annotated[
@@ -356,8 +450,6 @@ def predict(
     ] = None,
 ) -> None:
     """Tag raw text (tokenized with spaCy) or pre-tokenized text, streaming."""
-    from tagger.predict import Tagger, predict_lines, read_lines, write_atomic
-
     if output_dir is not None:
         if fmt is not Format.jsonl or pretokenized or output is not None or html is not None:
             raise TaggerError(
@@ -371,18 +463,27 @@ def predict(
 
     if html is not None and (pretokenized or output is not None):
         raise TaggerError("--html writes the page itself: drop --pretokenized and --output")
-    tagger = Tagger.load(model, device=device or "auto")
-    if html is not None:
-        from tagger.spacy_component import build_pipeline, render_html
+    from tagger.io import CONFIG, EPOCHS, METRICS, VOCAB, WEIGHTS, AtomicWriter, check_output_file
+    from tagger.predict import Tagger, predict_lines, read_lines
 
-        docs = build_pipeline(tagger).pipe(read_lines(input, encoding), batch_size=256)
-        write_atomic([render_html(docs)], html)
-        return
-    from tagger.runtime import limit_heap_growth
+    # The output is checked, and its temporary file made, before the model is loaded.
+    inputs = [] if input == "-" else [Path(input)]
+    inputs += [model / name for name in (CONFIG, VOCAB, WEIGHTS, METRICS, EPOCHS)]
+    target = html if html is not None else output
+    check_output_file(target, inputs, "--html" if html is not None else "--output")
+    with AtomicWriter(target) as out:
+        tagger = Tagger.load(model, device=device or "auto")
+        if html is not None:
+            from tagger.spacy_component import build_pipeline, render_html
 
-    limit_heap_growth()  # flat memory over inputs of any size
-    chunks = predict_lines(tagger, read_lines(input, encoding), fmt.value, pretokenized)
-    write_atomic(chunks, output)
+            docs = build_pipeline(tagger).pipe(read_lines(input, encoding), batch_size=256)
+            out.write(render_html(docs))
+            return
+        from tagger.runtime import limit_heap_growth
+
+        limit_heap_growth()  # flat memory over inputs of any size
+        for chunk in predict_lines(tagger, read_lines(input, encoding), fmt.value, pretokenized):
+            out.write(chunk)
 
 
 @app.command("export-spacy")
@@ -472,13 +573,14 @@ def init_config(
 ) -> None:
     """Write a commented TOML file of every training option and its default."""
     from tagger.config import toml_template
+    from tagger.io import check_output_file, write_atomic
 
+    if path.is_dir():
+        raise TaggerError(f"{path} is a folder; give the name of the TOML file to write")
     if path.exists() and not force:
         raise TaggerError(f"{path} already exists; pass --force to replace it")
-    try:
-        path.write_text(toml_template(), encoding="utf-8")
-    except OSError as err:
-        raise TaggerError(f"cannot write {path}: {err.strerror or err}") from None
+    check_output_file(path, flag="PATH")
+    write_atomic([toml_template()], path)
     typer.echo(f"wrote {path}; edit it, then run `tagger train --config {path}`")
 
 
@@ -526,13 +628,15 @@ def plot(
     ] = None,
 ) -> None:
     """Draw train loss and dev F1 per epoch, best epoch marked, as a PNG."""
-    from tagger.io import PLOT, read_metrics
+    from tagger.io import CONFIG, METRICS, PLOT, check_output_file, read_metrics
     from tagger.plot import plot_training
 
     header, metrics = read_metrics(model)
+    path = output or model / PLOT
+    check_output_file(path, [model / CONFIG, model / METRICS])
     cfg = header["config"]
     title = f"{model.name}: {cfg.get('cell')}, {cfg.get('decoder')}"
-    path = plot_training(metrics, output or model / PLOT, title)
+    path = plot_training(metrics, path, title)
     typer.echo(f"wrote {path}")
 
 
@@ -629,4 +733,17 @@ def _plain(value):
 
 
 def main() -> None:
-    app()
+    """The ``tagger`` command. Errors outside a command (``tagger --help > /dev/full``,
+    Ctrl-C while starting) are reported like those inside one."""
+    guard = _StdoutGuard.install()
+    try:
+        app()
+    except KeyboardInterrupt:
+        _say("interrupted")
+        sys.exit(130)
+    except OSError as err:
+        _say(f"error: {_os_error(err)}")
+        sys.exit(1)
+    finally:
+        if guard is not None:
+            guard.remove()

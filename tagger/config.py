@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+import functools
 import json
+import math
 import re
+import reprlib
 import sys
 import types
 import typing
@@ -17,6 +21,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+# Format-version policy: a new field gets a default, so older folders keep loading;
+# FORMAT_VERSION only changes when an older tagger would misread a newer folder, and a
+# folder with a newer version than this one is refused with a line saying to upgrade.
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = "models/tagger"
 
@@ -28,6 +35,29 @@ CHOICES = {
     "scheme": ("IOB2", "BIOES"),
     "unseen_labels": ("error", "O"),
 }
+# Inclusive bounds of the integer fields: wide enough for any real run, narrow enough
+# that a typo (or a fuzzer) cannot ask for a terabyte of weights.
+INT_RANGES = {
+    "tag_column": (-1000, 1000),
+    "min_freq": (1, 10**6),
+    "max_vocab": (1, 10**8),
+    "num_layers": (1, 8),
+    "hidden_size": (1, 4096),
+    "word_dim": (1, 4096),
+    "char_dim": (1, 1024),
+    "char_hidden": (1, 1024),
+    "char_kernel": (1, 15),
+    "casing_dim": (0, 256),
+    "batch_size": (1, 65536),
+    "max_epochs": (1, 10000),
+    "patience": (1, 10000),
+    "seed": (0, 2**32 - 1),
+    "ensemble": (1, 64),
+    "threads": (1, 1024),
+}
+UNIT_FLOATS = ("dropout", "word_dropout", "ema_decay", "momentum")  # in [0, 1)
+NON_NEGATIVE_FLOATS = ("unk_replace", "lr_decay", "weight_decay", "clip")
+PATHS = ("data", "dev", "test", "revision", "embeddings", "output")
 
 
 @dataclass
@@ -89,34 +119,66 @@ class TrainConfig:
     overwrite: bool = False
 
     def validate(self, where: str = "config") -> TrainConfig:
-        """Check choices and ranges; raises ``TaggerError`` naming the key (and file)."""
+        """Check every field's type, choices and range; raises ``TaggerError`` naming the
+        key (and file) and what it may be."""
+        hints = _hints()
+        for f in fields(self):
+            _coerce(f.name, getattr(self, f.name), hints[f.name], where)  # types only
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
                 raise TaggerError(
-                    f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}"
+                    f"{where}: {key} must be one of {', '.join(allowed)}, not {short_repr(value)}"
                 )
-        positive = (
-            "num_layers",
-            "hidden_size",
-            "word_dim",
-            "batch_size",
-            "max_epochs",
-            "min_freq",
-            "ensemble",
-        )
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise TaggerError(f"{where}: {key} must be at least 1, not {getattr(self, key)}")
-        for key in ("dropout", "word_dropout", "ema_decay"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise TaggerError(f"{where}: {key} must be in [0, 1), not {getattr(self, key)}")
-        if self.unk_replace < 0:
-            raise TaggerError(f"{where}: unk_replace must be 0 or more, not {self.unk_replace}")
-        if self.char_kernel < 1 or self.char_kernel % 2 == 0:
-            raise TaggerError(f"{where}: char_kernel must be odd, not {self.char_kernel}")
-        if self.lr <= 0:
-            raise TaggerError(f"{where}: lr must be positive, not {self.lr}")
+        for key, (low, high) in INT_RANGES.items():
+            value = getattr(self, key)
+            if value is None:  # only where the type allows it (checked above)
+                continue
+            if not low <= value <= high:
+                unset = "null (unset) or " if key in ("max_vocab", "threads") else ""
+                raise TaggerError(
+                    f"{where}: {key} must be {unset}from {low} to {high}, not {short_repr(value)}"
+                )
+        if self.char_kernel % 2 == 0:
+            raise TaggerError(
+                f"{where}: char_kernel must be odd, not {self.char_kernel} (1, 3, ..., 15)"
+            )
+        for key in UNIT_FLOATS:
+            value = getattr(self, key)
+            if not 0.0 <= value < 1.0:  # false for nan too
+                raise TaggerError(f"{where}: {key} must be in [0, 1), not {short_repr(value)}")
+        for key in NON_NEGATIVE_FLOATS:
+            value = getattr(self, key)
+            if not math.isfinite(value):
+                raise TaggerError(
+                    f"{where}: {key} must be a finite number, 0 or more, not {short_repr(value)}"
+                )
+            if value < 0:
+                raise TaggerError(f"{where}: {key} must be 0 or more, not {short_repr(value)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TaggerError(f"{where}: lr must be a finite number > 0, not {short_repr(self.lr)}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,4})?", self.device):
+            raise TaggerError(
+                f"{where}: unknown device {short_repr(self.device)}; "
+                "device must be auto, cpu, cuda, cuda:N or mps"
+            )
+        if not re.fullmatch(r"[a-z]{2,3}(-[a-z]+)?", self.lang):
+            raise TaggerError(
+                f"{where}: lang must be a spaCy language code such as en, de, zh or xx "
+                f"(multi-language), not {short_repr(self.lang)}"
+            )
+        if not _text_encoding(self.encoding):
+            raise TaggerError(
+                f"{where}: encoding must be a text encoding Python knows (utf-8, latin-1, "
+                f"cp1252, ...), not {short_repr(self.encoding)}"
+            )
+        for key in PATHS:
+            value = getattr(self, key)
+            if value == "":
+                unset = "" if key == "output" else " (leave it out, or null, to unset it)"
+                raise TaggerError(f"{where}: {key} must not be empty{unset}")
+            if value is not None and "\x00" in value:
+                raise TaggerError(f"{where}: {key} must not contain a NUL character")
         return self
 
     def to_dict(self) -> dict:
@@ -125,12 +187,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> TrainConfig:
         """Build from plain JSON values; unknown keys and wrong types name the key."""
-        hints = typing.get_type_hints(cls)
+        if not isinstance(data, dict):
+            raise TaggerError(f"{where}: expected an object of config keys, not {short_repr(data)}")
+        hints = _hints()
         known = {f.name for f in fields(cls)}
         values = {}
         for key, value in data.items():
             if key not in known:
-                raise TaggerError(f"{where}: unknown key {key!r}")
+                raise TaggerError(f"{where}: unknown key {short_repr(key)}")
             values[key] = _coerce(key, value, hints[key], where)
         return cls(**values).validate(where)
 
@@ -138,10 +202,7 @@ class TrainConfig:
     def from_file(cls, path: str | Path) -> TrainConfig:
         """Read a JSON file, or TOML when the name ends in ``.toml``."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TaggerError(f"{path}: no such file") from None
+        text = read_text_file(path)
         if path.suffix.lower() == ".toml":
             data = _parse_toml(text, path)
         else:
@@ -149,6 +210,8 @@ class TrainConfig:
                 data = json.loads(text)
             except json.JSONDecodeError as err:
                 raise TaggerError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+            except (ValueError, RecursionError) as err:
+                raise TaggerError(f"{path}: not valid JSON: {json_trouble(err)}") from None
         if not isinstance(data, dict):
             raise TaggerError(f"{path}: expected a JSON object of config keys")
         data.pop("format_version", None)
@@ -237,6 +300,8 @@ def _parse_toml(text: str, path: Path) -> dict:
     """``tomllib.loads`` with its error as ``FILE:LINE: ...``."""
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise TaggerError(f"{path}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as err:
         where = re.search(r" \(at line (\d+), column (\d+)\)", str(err))
         if where is None:
@@ -245,6 +310,8 @@ def _parse_toml(text: str, path: Path) -> dict:
         raise TaggerError(
             f"{path}:{where.group(1)}: not valid TOML: {message} (column {where.group(2)})"
         ) from None
+    except ValueError as err:  # e.g. an integer with more digits than Python converts
+        raise TaggerError(f"{path}: not valid TOML: {json_trouble(err)}") from None
 
 
 def _coerce(key: str, value, hint, where: str):
@@ -258,8 +325,96 @@ def _coerce(key: str, value, hint, where: str):
         if typ is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond the float range
+                raise TaggerError(
+                    f"{where}: {key} must be a finite number, not {short_repr(value)}"
+                ) from None
         if typ is str and isinstance(value, str):
             return value
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-    raise TaggerError(f"{where}: {key} must be {names}, not {value!r}")
+    raise TaggerError(f"{where}: {key} must be {names}, not {short_repr(value)}")
+
+
+@functools.cache
+def _hints() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` cut short: one line, bounded length and depth, and no error for ints
+    with more digits than Python will print."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict, self.maxtuple = 2, 4, 4, 4
+        self.maxstring, self.maxother, self.maxlong = 60, 60, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            digits = int(x.bit_length() * math.log10(2)) + 1
+            return f"{'-' if x < 0 else ''}<a number of about {digits} digits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+
+
+def short_repr(value) -> str:
+    """A value for an error message: its ``repr``, short and on one line."""
+    try:
+        return _SHORT.repr(value)
+    except Exception:  # noqa: BLE001 - a message must never fail
+        return f"a {type(value).__name__}"
+
+
+def json_kind(value) -> str:
+    """What sort of JSON value ``value`` is, for messages (``a list``, ``null``, ...)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    names = {dict: "an object", list: "a list", str: "a string", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _text_encoding(name: str) -> bool:
+    """Whether ``name`` is a codec that decodes bytes to text (not base64, zlib, ...)."""
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return False
+    return getattr(info, "_is_text_encoding", True)  # what bytes.decode itself checks
+
+
+def read_text_file(path: Path) -> str:
+    """A small UTF-8 file's text (a BOM is dropped); a missing file, a folder, a file
+    that cannot be read or that is not UTF-8 gives one ``TaggerError`` line naming it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise TaggerError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TaggerError(f"{path} is a folder, not a file") from None
+    except OSError as err:
+        raise TaggerError(f"cannot read {path}: {err.strerror or err}") from None
+    return decode_utf8(raw, path)
+
+
+def decode_utf8(raw: bytes, path: Path | str) -> str:
+    """``raw`` as UTF-8 (BOM dropped); invalid bytes give ``FILE:LINE: not UTF-8 ...``."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise TaggerError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
+        ) from None
+
+
+def json_trouble(err: BaseException) -> str:
+    """Why ``json.loads`` failed with something other than a ``JSONDecodeError``."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return "a number has too many digits" if "digits" in str(err) else str(err).splitlines()[0]

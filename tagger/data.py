@@ -8,8 +8,13 @@ tags normalised to one scheme (IOB2 by default). Errors name the file and line.
 from __future__ import annotations
 
 import codecs
+import gzip
+import os
+import re
+import stat
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -49,6 +54,13 @@ class Sentence:
     tokens: list[str]
     tags: list[str]
     origin: str
+    lines: list[int] = field(default_factory=list)  # each token's line (CoNLL files)
+
+    def where(self, i: int) -> str:
+        """Where token ``i`` came from: ``file:line`` of its own line, or ``origin token N``."""
+        if i < len(self.lines):
+            return f"{self.origin.rpartition(':')[0]}:{self.lines[i]}"
+        return f"{self.origin} token {i + 1}"
 
 
 @dataclass
@@ -82,28 +94,214 @@ def open_binary(path: str | Path) -> BinaryIO:
     except IsADirectoryError:
         raise TaggerError(f"{path}: is a folder, expected a text file") from None
     except OSError as err:
-        raise TaggerError(f"{path}: cannot read: {err.strerror}") from None
+        raise TaggerError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+# Byte-order marks, longest first (a UTF-32 LE mark starts with the UTF-16 LE one).
+BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32 LE", "utf-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32 BE", "utf-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16 LE", "utf-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16 BE", "utf-16"),
+)
+GZIP_MAGIC = b"\x1f\x8b"
+_CP1252_BYTES = re.compile("[\udc80-\udc9f]")  # undecodable 0x80-0x9f, surrogate-escaped
+
+
+def codec_name(encoding: str) -> str:
+    """The codec's canonical name (``utf8`` -> ``utf-8``); an unknown one is a user error."""
+    try:
+        return codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise TaggerError(f"unknown encoding {encoding!r}") from None
+
+
+def _is_wide(codec: str) -> bool:
+    """UTF-16 and UTF-32: NUL bytes are normal and ``\\n`` is not one byte."""
+    return codec.startswith(("utf-16", "utf-32"))
+
+
+def _use(encoding: str, option: bool) -> str:
+    """How to read the file in ``encoding``: the option, or (no option) converting it."""
+    if option:
+        return f"pass --encoding {encoding}"
+    return f"convert it to UTF-8 (iconv -f {encoding} -t utf-8)"
+
+
+def check_start(name: str, head: bytes, codec: str, option: bool = True) -> None:
+    """Diagnose a file's first bytes: a UTF-16/32 byte-order mark that ``codec`` does not
+    read, or gzip data where text is expected. ``option``: ``--encoding`` can be given."""
+    for bom, label, family in BOMS:
+        if head.startswith(bom) and codec in (family, f"{family}-{label[-2:].lower()}"):
+            return  # the user's encoding reads this mark
+    for bom, label, family in BOMS:
+        if head.startswith(bom):
+            if option:
+                fix = f"pass --encoding {family} (or convert the file to UTF-8)"
+            else:
+                fix = f"convert the file to UTF-8 (iconv -f {family} -t utf-8)"
+            raise TaggerError(f"{name}: starts with a {label} byte-order mark; {fix}")
+    if head.startswith(GZIP_MAGIC):
+        raise TaggerError(f"{name}: is gzip-compressed; decompress it first (gunzip)")
+
+
+def nul_error(name: str, line: int) -> TaggerError:
+    return TaggerError(
+        f"{name}:{line}: contains NUL bytes; is this a binary file "
+        f"(or UTF-16 without a byte-order mark)?"
+    )
+
+
+def decode_error(
+    name: str,
+    line: int,
+    offset: int,
+    byte: int,
+    data: bytes,
+    err: UnicodeDecodeError,
+    option: bool = True,
+) -> TaggerError:
+    """The message for bytes that ``err.encoding`` cannot decode, with the likely encoding.
+
+    ``offset``: the first bad ``byte``'s offset in the file; ``data``: the bytes around
+    it (the line, or the whole file), searched for a hint of Windows-1252."""
+    where = f"{name}:{line}: byte 0x{byte:02x} at offset {offset} is not valid {err.encoding}"
+    if _is_wide(codec_name(err.encoding)):
+        return TaggerError(f"{where} ({err.reason})")
+    if codec_name(err.encoding).startswith("utf-8"):
+        # Bytes 0x80-0x9f outside UTF-8 sequences are C1 controls in Latin-1 but curly
+        # quotes, dashes and the euro sign in Windows-1252: name the encoding that fits.
+        escaped = data.decode("utf-8", "surrogateescape")
+        found = _CP1252_BYTES.search(escaped)
+        if found:
+            try:
+                data.decode("cp1252")
+            except UnicodeDecodeError:
+                pass
+            else:
+                b = ord(found.group()) - 0xDC00
+                char = bytes([b]).decode("cp1252")
+                return TaggerError(
+                    f"{where}; the file looks like Windows-1252 (0x{b:02x} is {char!r} there): "
+                    f"{_use('cp1252', option)}"
+                )
+    return TaggerError(f"{where}; if the file is Latin-1, {_use('latin-1', option)}")
+
+
+def read_error(name: str, err: BaseException) -> TaggerError:
+    """One line for a failure while reading: an OS error or damaged compressed data."""
+    if isinstance(err, EOFError):
+        return TaggerError(f"{name}: the compressed data ends early (is the file truncated?)")
+    if isinstance(err, (zlib.error, gzip.BadGzipFile)):
+        return TaggerError(f"{name}: the compressed data is damaged ({err})")
+    if isinstance(err, OSError) and err.strerror:
+        return TaggerError(f"{name}: cannot read: {err.strerror}")
+    return TaggerError(f"{name}: cannot read: {err}")
+
+
+READ_ERRORS = (OSError, EOFError, zlib.error, ValueError)  # ValueError: a closed stream
 
 
 def read_text(path: str | Path, encoding: str = "utf-8") -> str:
-    """Read a text file; undecodable bytes give an error naming the offset and line."""
+    """Read a text file; undecodable bytes give an error naming the offset and line.
+
+    Before decoding, a UTF-16/32 byte-order mark, gzip data and NUL bytes are diagnosed
+    (unless ``encoding`` is one that reads them)."""
     path = Path(path)
+    codec = codec_name(encoding)
     with open_binary(path) as f:
-        raw = f.read()
+        try:
+            raw = f.read()
+        except READ_ERRORS as err:
+            raise read_error(str(path), err) from None
+    check_start(str(path), raw[:4], codec)
+    wide = _is_wide(codec)
+    if not wide and b"\x00" in raw:
+        raise nul_error(str(path), raw.count(b"\n", 0, raw.index(b"\x00")) + 1)
     skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    if not encoding.lower().replace("_", "-").startswith("utf-8"):
+    if not codec.startswith("utf-8"):
         skip = 0  # a BOM is a UTF-8 thing; other encodings read the bytes as they are
     try:
-        return raw[skip:].decode(encoding)
+        text = raw[skip:].decode(codec)
     except UnicodeDecodeError as err:
         offset = skip + err.start
-        line = raw.count(b"\n", 0, offset) + 1
-        raise TaggerError(
-            f"{path}:{line}: byte 0x{raw[offset]:02x} at offset {offset} is not valid "
-            f"{err.encoding}; if the file is Latin-1, pass --encoding latin-1"
-        ) from None
-    except LookupError:
-        raise TaggerError(f"unknown encoding {encoding!r}") from None
+        if wide:
+            line = raw[skip:offset].decode(codec, "replace").count("\n") + 1
+        else:
+            line = raw.count(b"\n", 0, offset) + 1
+        raise decode_error(str(path), line, offset, raw[offset], raw, err) from None
+    return text.removeprefix("\ufeff") if wide else text
+
+
+def _raw_lines(stream: BinaryIO, head: bytes) -> Iterator[bytes]:
+    """The lines of a binary stream (ends kept) whose first bytes ``head`` were read."""
+    pending = head
+    while b"\n" in pending:
+        line, _, pending = pending.partition(b"\n")
+        yield line + b"\n"
+    for raw in stream:
+        if pending:
+            raw, pending = pending + raw, b""
+        yield raw
+    if pending:
+        yield pending
+
+
+def text_lines(
+    stream: BinaryIO, name: str, encoding: str = "utf-8", option: bool = True
+) -> Iterator[str]:
+    """Stream the lines of a binary stream as text, without their ``\\n``.
+
+    Only ``\\n`` ends a line. A UTF-8 byte-order mark is dropped. Byte-order marks of
+    other encodings, gzip data, NUL bytes, bad bytes and read errors are one line naming
+    ``name`` (and the line); ``option``: whether ``--encoding`` can be suggested."""
+    codec = codec_name(encoding)
+    try:
+        head = stream.read(4)
+        check_start(name, head, codec, option)
+        if _is_wide(codec):
+            yield from _wide_lines(stream, name, codec, head)
+            return
+        offset = 0
+        for lineno, raw in enumerate(_raw_lines(stream, head), start=1):
+            if b"\x00" in raw:
+                raise nul_error(name, lineno)
+            try:
+                line = raw.decode(codec)
+            except UnicodeDecodeError as err:
+                where = offset + err.start
+                raise decode_error(name, lineno, where, raw[err.start], raw, err, option) from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
+            offset += len(raw)
+            yield line[:-1] if line.endswith("\n") else line
+    except READ_ERRORS as err:
+        raise read_error(name, err) from None
+
+
+def _wide_lines(stream: BinaryIO, name: str, codec: str, head: bytes) -> Iterator[str]:
+    """``text_lines`` for UTF-16/32: decode chunks, then split the text."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    pending, lineno, first = "", 1, True
+    chunk = head
+    while True:
+        final = not chunk
+        try:
+            text = pending + decoder.decode(chunk, final=final)
+        except UnicodeDecodeError as err:
+            raise TaggerError(
+                f"{name}:{lineno + pending.count(chr(10))}: not valid {codec} ({err.reason})"
+            ) from None
+        if first and text:
+            text, first = text.removeprefix("\ufeff"), False
+        *lines, pending = text.split("\n")
+        lineno += len(lines)
+        yield from lines
+        if final:
+            break
+        chunk = stream.read(1 << 16)
+    if pending:
+        yield pending
 
 
 def parse_conll(text: str, name: str = "<text>", tag_column: int = -1) -> list[Sentence]:
@@ -115,14 +313,16 @@ def parse_conll(text: str, name: str = "<text>", tag_column: int = -1) -> list[S
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
-    start_line = 0
+    lines: list[int] = []
     n_columns = None
 
     def flush() -> None:
         if tokens:
-            sentences.append(Sentence(tokens.copy(), tags.copy(), f"{name}:{start_line}"))
+            origin = f"{name}:{lines[0]}"
+            sentences.append(Sentence(tokens.copy(), tags.copy(), origin, lines.copy()))
             tokens.clear()
             tags.clear()
+            lines.clear()
 
     # Only \n ends a line (\r\n too): splitlines() would also split on form feeds and
     # U+2028 and shift every later line number.
@@ -155,10 +355,9 @@ def parse_conll(text: str, name: str = "<text>", tag_column: int = -1) -> list[S
             schemes.parse_tag(tag)
         except ValueError as err:
             raise TaggerError(f"{name}:{lineno}: {err}") from None
-        if not tokens:
-            start_line = lineno
         tokens.append(fields[0])
         tags.append(tag)
+        lines.append(lineno)
     flush()
     if not sentences:
         raise TaggerError(f"{name}: no sentences found (the file is empty or has only -DOCSTART-)")
@@ -179,13 +378,58 @@ def format_conll(sentences: Iterable[tuple[Sequence[str], Sequence[str]]]) -> st
 # --------------------------------------------------------------------------- sources
 
 
+# A source with one of these endings is a local file, never a hub id.
+LOCAL_SUFFIXES = (
+    ".txt", ".conll", ".conllu", ".conllx", ".iob", ".iob2", ".bio", ".bioes", ".jsonl",
+    ".json", ".tsv", ".csv", ".spacy", ".parquet", ".arrow", ".gz", ".bz2", ".xz", ".zip",
+    ".train", ".testa", ".testb", ".dev", ".test",
+)  # fmt: skip
+
+
 def _looks_like_path(source: str) -> bool:
-    """Existing paths, and strings that can only be paths; ``owner/name`` is a hub id."""
+    """Whether ``source`` means a local path: it exists, starts with ``.``, ``/`` or ``~``,
+    ends with a file suffix or has more than one ``/``. ``owner/name`` is a hub id."""
     return (
-        Path(source).exists()
-        or source.startswith((".", "/", "~"))
-        or source.endswith((".txt", ".conll", ".iob", ".bio"))
+        source.startswith((".", "/", "~"))
+        or source.lower().endswith(LOCAL_SUFFIXES)
+        or source.count("/") > 1
+        or "\\" in source
+        or os.path.lexists(source)
     )
+
+
+def _kind(path: Path) -> str | None:
+    """``"folder"``, ``"file"`` or ``None`` (missing); no permission is a user error."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    except OSError as err:
+        raise TaggerError(f"{path}: cannot read: {err.strerror or err}") from None
+    return "folder" if stat.S_ISDIR(mode) else "file"
+
+
+def _missing(path: Path, what: str = "file or folder") -> TaggerError:
+    """``PATH: no such file or folder``, saying why where it is not plain absence."""
+    if os.path.islink(path):
+        return TaggerError(f"{path}: no such {what} (a broken symbolic link)")
+    for parent in path.parents:
+        kind = _kind(parent) if str(parent) not in ("", ".") else "folder"
+        if kind == "file":
+            return TaggerError(f"{path}: no such {what} ({parent} is a file, not a folder)")
+        if kind == "folder":
+            break
+    return TaggerError(f"{path}: no such {what}")
+
+
+def _need_file(path: Path) -> Path:
+    """An existing file (``--dev``/``--test``): missing or a folder is one line, at once."""
+    kind = _kind(path)
+    if kind is None:
+        raise _missing(path, "file")
+    if kind == "folder":
+        raise TaggerError(f"{path}: is a folder, expected a text file")
+    return path
 
 
 def read_source(
@@ -199,16 +443,30 @@ def read_source(
 ) -> RawCorpus:
     """Read a corpus as it is: the bundled one (``None``), a folder, a file or a hub id.
 
-    ``dev`` and ``test`` name extra files that replace the source's own splits.
+    ``dev`` and ``test`` name extra files that replace the source's own splits. Local
+    paths that do not exist fail at once, before any hub lookup.
     """
+    codec_name(encoding)  # an unknown encoding fails before anything slow
+    extras = {
+        split: _need_file(Path(os.path.expanduser(extra)))
+        for split, extra in (("validation", dev), ("test", test))
+        if extra is not None
+    }
     corpus = RawCorpus()
     if source is None:
         source = bundled_data_dir()
     if isinstance(source, Path) or _looks_like_path(str(source)):
-        path = Path(source)
-        if path.is_dir():
+        path = Path(os.path.expanduser(source))
+        kind = _kind(path)
+        if kind == "folder":
+            try:
+                present = set(os.listdir(path))
+            except OSError as err:
+                raise TaggerError(f"{path}: cannot read: {err.strerror or err}") from None
             for split, names in FOLDER_FILES.items():
-                found = next((path / n for n in names if (path / n).is_file()), None)
+                found = next(
+                    (path / n for n in names if n in present and _kind(path / n) == "file"), None
+                )
                 if found is not None:
                     corpus.sources[split] = str(found)
             if "train" not in corpus.sources:
@@ -216,16 +474,15 @@ def read_source(
                     f"{path}: no training file found (expected one of "
                     f"{', '.join(FOLDER_FILES['train'])})"
                 )
-        elif path.is_file():
+        elif kind == "file":
             corpus.sources["train"] = str(path)
         else:
-            raise TaggerError(f"{path}: no such file or folder")
+            raise _missing(path)
     else:
         corpus = _read_hub(str(source), revision)
-    for split, extra in (("validation", dev), ("test", test)):
-        if extra is not None:
-            corpus.sources[split] = str(extra)
-            corpus.splits.pop(split, None)
+    for split, extra in extras.items():
+        corpus.sources[split] = str(extra)
+        corpus.splits.pop(split, None)
     for split, file in corpus.sources.items():
         if split not in corpus.splits:
             corpus.splits[split] = read_conll(file, tag_column, encoding)
@@ -263,11 +520,11 @@ def _read_hub(hub_id: str, revision: str | None) -> RawCorpus:
         for i, (toks, tags) in enumerate(zip(ds["tokens"], ds["ner_tags"])):
             tags = [names[t] for t in tags] if names else [str(t) for t in tags]
             origin = f"{hub_id} {hub_split} row {i}"
-            for tag in tags:
+            for j, tag in enumerate(tags):
                 try:
                     schemes.parse_tag(tag)
                 except ValueError as err:
-                    raise TaggerError(f"{origin}: {err}") from None
+                    raise TaggerError(f"{origin} token {j + 1}: {err}") from None
             if toks:
                 sentences.append(Sentence(list(toks), tags, origin))
         corpus.splits[split] = sentences
@@ -325,9 +582,12 @@ def to_dataset_dict(corpus: RawCorpus, scheme: str = "IOB2", unseen_labels: str 
             if not unseen:
                 continue
             if unseen_labels == "error":
+                # The first offending token's own line, and its tag as the file spells it.
+                i = next(i for i, t in enumerate(tags) if t not in train_labels)
+                tag = sentence.tags[i]
                 raise TaggerError(
-                    f"{sentence.origin}: label {unseen[0]}: entity type "
-                    f"{schemes.parse_tag(unseen[0])[1]} does not occur in the training data; "
+                    f"{sentence.where(i)}: label {tag}: entity type "
+                    f"{schemes.parse_tag(tag)[1]} does not occur in the training data; "
                     f"fix the data or map such labels to O (--unseen-labels O)"
                 )
             tags[:] = schemes.convert(["O" if t in unseen else t for t in tags], scheme)

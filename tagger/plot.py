@@ -57,11 +57,11 @@ def render_training(metrics: dict, title: str | None = None) -> bytes:
 
 
 def plot_training(metrics: dict, path: str | Path, title: str | None = None) -> Path:
-    """Write the training curves of ``metrics`` to the PNG file ``path``."""
+    """Write the training curves of ``metrics`` to the PNG file ``path`` (atomically:
+    an old file is replaced only by a complete new one)."""
+    from tagger.io import check_output_file, write_atomic
+
     path = Path(path)
-    png = render_training(metrics, title)
-    try:
-        path.write_bytes(png)
-    except OSError as err:
-        raise TaggerError(f"cannot write {path}: {err.strerror or err}") from None
+    check_output_file(path)  # before drawing
+    write_atomic([render_training(metrics, title)], path)
     return path

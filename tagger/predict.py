@@ -7,9 +7,7 @@ sentencizer; files are read, tagged and written in chunks so memory stays flat.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from tagger.config import TrainConfig
 from tagger.data import open_binary
 from tagger.distributed import SINGLE, World, gather
 from tagger.errors import TaggerError
-from tagger.io import ModelFiles, load_model, save_model
+from tagger.io import ModelFiles, load_model, save_model, write_atomic  # noqa: F401 (moved)
 from tagger.model import Ensemble, SequenceTagger, build_model
 from tagger.runtime import autocast, resolve_device, trim_memory
 from tagger.vocab import Vocab
@@ -55,14 +53,39 @@ class Tagger:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Tagger:
+        """The model in a folder; a damaged folder, or weights that do not fit its config
+        and vocabulary, give one ``TaggerError`` line naming the file."""
+        from tagger.io import CONFIG, WEIGHTS
+
         files = load_model(path)
+        weights = Path(path) / WEIGHTS
+        try:  # shapes first, on the meta device: an edited config allocates nothing
+            with torch.device("meta"):
+                needed = build_model(files.config, files.vocab).state_dict()
+        except (ValueError, RuntimeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise TaggerError(f"{Path(path) / CONFIG}: cannot build the model ({reason})") from None
+        found = files.state
+        shape = lambda t: "x".join(map(str, t.shape)) or "scalar"  # noqa: E731
+        reasons = [
+            f"{k} is {shape(found[k])}, the config and vocabulary need {shape(v)}"
+            for k, v in needed.items()
+            if k in found and found[k].shape != v.shape
+        ]
+        reasons += [f"no tensor {k}" for k in needed if k not in found]
+        reasons += [f"unexpected tensor {k}" for k in found if k not in needed]
+        if reasons:
+            more = f"; {len(reasons) - 1} more" if len(reasons) > 1 else ""
+            raise TaggerError(
+                f"{weights}: the weights do not fit the vocabulary/config ({reasons[0]}{more})"
+            )
         model = build_model(files.config, files.vocab)
         try:
             model.load_state_dict(files.state)
         except RuntimeError as err:
-            reason = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+            reason = str(err).splitlines()[-1].strip() or type(err).__name__
             raise TaggerError(
-                f"{path}: the weights do not fit the config and vocabulary: {reason}"
+                f"{weights}: the weights do not fit the vocabulary/config ({reason})"
             ) from None
         return cls(
             model.to(resolve_device(device)), files.config, files.vocab, files.metrics, files.data
@@ -209,29 +232,26 @@ def decode_all(
 
 
 def read_lines(source: str | Path, encoding: str = "utf-8") -> Iterator[str]:
-    """Lines of a file (``-`` = stdin) without line ends; bad bytes name line and offset."""
-    name = "<stdin>" if str(source) == "-" else str(source)
-    stream = sys.stdin.buffer if name == "<stdin>" else open_binary(source)  # closed below
-    offset = 0
+    """Lines of a file (``-`` = stdin) without line ends; bad bytes name line and offset.
+
+    A UTF-16/32 byte-order mark, gzip data, NUL bytes, undecodable bytes (with the
+    likely encoding) and read errors are one line naming the file (and line)."""
+    from tagger.data import codec_name, text_lines
+
+    codec_name(encoding)  # an unknown encoding fails before the file is opened
+    if str(source) == "-":
+        name = "<stdin>"
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        if stream is None:  # started with standard input closed
+            raise TaggerError("<stdin>: cannot read: standard input is closed")
+    else:
+        name = str(source)
+        stream = open_binary(source)  # closed below
     try:
-        for lineno, raw in enumerate(stream, start=1):
-            if b"\x00" in raw:
-                raise TaggerError(f"{name}:{lineno}: contains NUL bytes; is this a binary file?")
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as err:
-                raise TaggerError(
-                    f"{name}:{lineno}: byte 0x{raw[err.start]:02x} at offset {offset + err.start} "
-                    f"is not valid {encoding}; pass --encoding if the file uses another one"
-                ) from None
-            except LookupError:
-                raise TaggerError(f"unknown encoding {encoding!r}") from None
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")
-            offset += len(raw)
-            yield line.rstrip("\r\n")
+        for line in text_lines(stream, name, encoding):
+            yield line.rstrip("\r")
     finally:
-        if stream is not sys.stdin.buffer:
+        if name != "<stdin>":
             stream.close()
 
 
@@ -322,32 +342,3 @@ def predict_lines(
                 "".join(f"{t} {g}\n" for t, g in zip(toks, tg)) + "\n"
                 for toks, tg in zip(sentences, tags)
             )
-
-
-def write_atomic(chunks: Iterable[str], output: str | Path | None) -> None:
-    """Write chunks to ``output`` through a temporary file renamed at the end (or stdout)."""
-    if output is None or str(output) == "-":
-        for chunk in chunks:
-            sys.stdout.write(chunk)
-        sys.stdout.flush()
-        return
-    output = Path(output)
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{output.name}.", suffix=".tmp", dir=output.parent or "."
-        )
-    except OSError as err:
-        raise TaggerError(f"cannot write {output}: {err.strerror}") from None
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it owner-only
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, output)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise TaggerError(f"cannot write {output}: {err.strerror or err}") from None
-        raise

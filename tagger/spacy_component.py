@@ -9,6 +9,7 @@ This module deliberately has no ``from __future__ import annotations``: spaCy
 validates factory arguments from the factory's runtime annotations.
 """
 
+import os
 import shutil
 import tempfile
 import warnings
@@ -28,7 +29,7 @@ from spacy.util import minibatch
 from tagger import __version__, schemes
 from tagger.data import decoded_tags
 from tagger.errors import TaggerError
-from tagger.io import CONFIG, METRICS, VOCAB, WEIGHTS, replace_dir
+from tagger.io import CONFIG, METRICS, VOCAB, WEIGHTS, check_replaceable, replace_dir
 from tagger.predict import Tagger
 
 ENTS_MODES = ("overwrite", "fill")
@@ -229,8 +230,7 @@ def export_spacy(
     into a temporary sibling first, so a failure never leaves half a pipeline.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise TaggerError(f"{out} already exists; pass --overwrite to replace it")
+    check_replaceable(out, ("spacy",), overwrite, "output folder")
     tagger = Tagger.load(model_dir)
     nlp = build_pipeline(tagger, lang)
     cfg = tagger.config
@@ -245,7 +245,7 @@ def export_spacy(
     )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
         try:
             nlp.to_disk(tmp / out.name)  # spaCy creates it with the usual permissions
             replace_dir(tmp / out.name, out)

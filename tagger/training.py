@@ -6,6 +6,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -37,7 +38,16 @@ from tagger.distributed import stop as stop_distributed
 from tagger.embeddings import Vectors, read_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
-from tagger.io import PLOT, read_metrics, recover_dir, write_dir
+from tagger.io import (
+    ENSEMBLE_PLAN,
+    PLOT,
+    OutputLock,
+    check_replaceable,
+    folder_kind,
+    read_metrics,
+    recover_dir,
+    write_dir,
+)
 from tagger.model import Ensemble, SequenceTagger
 from tagger.predict import Tagger
 from tagger.runtime import autocast, resolve_device, seed_everything, set_threads
@@ -130,8 +140,13 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
     return Setup(config, data, vocab, encoded, gold, model.to(device), device)
 
 
-class Interrupted(TaggerError):
-    """Ctrl-C before anything could be saved."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in training; the message says what was saved and how to go on. A
+    ``KeyboardInterrupt``, so notebooks stop as usual and the CLI exits 130."""
+
+
+class Diverged(TaggerError):
+    """The loss or the weights stopped being finite numbers."""
 
 
 RESUMABLE = frozenset({"max_epochs", "patience", "device", "threads"})  # may change on resume
@@ -164,37 +179,64 @@ def train(
     ends with the same weights as an uninterrupted run. Ctrl-C ends training early, keeps
     the best epoch so far and says how to resume.
     """
-    ckpt = None
+    ckpt, work = None, None
     if resume is not None:
-        ensemble = (Path(resume) / ENSEMBLE_PLAN).is_file()
-        ckpt = None if ensemble else load_checkpoint(resume)
+        resume = Path(resume).absolute()
+        if (resume / ENSEMBLE_PLAN).is_file():
+            work, saved = resume, _read_plan(resume)
+        else:
+            ckpt = load_checkpoint(resume)
+            saved = ckpt.config
         if config is not None or set(overrides) - RESUMABLE:
             fixed = sorted(set(overrides) - RESUMABLE) or ["config"]
             raise TaggerError(
                 f"a resumed run keeps the settings of its checkpoint; only "
                 f"{', '.join(sorted(RESUMABLE))} may change, not {', '.join(fixed)}"
             )
-        if ensemble:
-            return _train_ensemble(None, progress, Path(resume), overrides)
-        config = replace(ckpt.config, **overrides).validate()
+        config = replace(saved, **overrides).validate()
     else:
-        config = replace(config or TrainConfig(), **overrides).validate()
+        config = _absolute(replace(config or TrainConfig(), **overrides).validate())
+    world = current_world()
+    # One run owns an output and its checkpoint; an ensemble's members share the lock.
+    lock = OutputLock(Path(config.output)) if world.main else contextlib.nullcontext()
+    with lock:
         if config.ensemble > 1:
-            return _train_ensemble(config, progress, None, {})
+            return _train_ensemble(config, progress, work, overrides)
+        return _train_one(config, ckpt, resume, progress)
+
+
+def _absolute(config: TrainConfig) -> TrainConfig:
+    """The config with its local paths made absolute, so that a checkpoint resumed from
+    another working directory reads the same files and writes where the run would have."""
+    paths = {"output": config.output}
+    for key in ("data", "dev", "test", "embeddings"):
+        value = getattr(config, key)
+        if value and Path(value).expanduser().exists():
+            paths[key] = value
+    return replace(config, **{k: str(Path(v).expanduser().absolute()) for k, v in paths.items()})
+
+
+def _train_one(config: TrainConfig, ckpt, resume: Path | None, progress: bool) -> Path:
+    """One model: check the output is free, then ``_run`` (the caller holds the lock)."""
     output = Path(config.output)
-    saved_to = Path(resume) if resume is not None else checkpoint_dir(output)
-    _check_free(output, saved_to, config.overwrite, resuming=ckpt is not None)
+    saved_to = resume if resume is not None else checkpoint_dir(output)
+    replace_old = _check_free(output, saved_to, config.overwrite, resuming=ckpt is not None)
     set_threads(config.threads)
     world = current_world()
     say = _printer(progress and world.main)
     try:
-        return _run(config, ckpt, saved_to, output, world, say, progress)
+        return _run(config, ckpt, saved_to, output, world, say, progress, replace_old)
     finally:
         stop_distributed(world)
 
 
-def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress: bool) -> Path:
-    """The body of ``train``: build, epochs, final scores, save (rank 0 writes)."""
+def _run(
+    config, ckpt, saved_to: Path, output: Path, world: World, say, progress: bool, replace_old
+) -> Path:
+    """The body of ``train``: build, epochs, final scores, save (rank 0 writes).
+
+    ``replace_old``: the output folder may be replaced (asked for, or an interrupted
+    run's model that this resumed run continues); decided before the run starts."""
     setup = build(config, say, world)
     config, data, vocab, encoded, gold, model, device = (
         setup.config,
@@ -260,6 +302,7 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
                 last_dev=run.epochs[-1]["dev_f1"] if run.epochs else None,
                 world=world,
             )
+            _check_finite(loss, model, ema, epoch)
             seconds = time.perf_counter() - t0
             schedule.step()
             dev_tags = scorer.predict_encoded(encoded["validation"], world=world)[0]
@@ -307,6 +350,12 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
             if run.stale >= config.patience:
                 say(f"no dev improvement for {config.patience} epochs: stopping")
                 break
+    except Diverged as err:
+        kept = f"; the checkpoint after epoch {checkpointed} is kept in {saved_to}"
+        raise Diverged(
+            f"{err}: no model was saved{kept if checkpointed else ''}; "
+            f"try a lower learning rate (--lr, now {config.lr:g})"
+        ) from None
     except KeyboardInterrupt:
         interrupted = True
         if best_state is None:
@@ -319,12 +368,6 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
             if checkpointed
             else "no checkpoint was written yet"
         )
-        if world.main:
-            print(
-                f"\ninterrupted in epoch {checkpointed + 1}: {resume_hint}\n"
-                f"the best epoch so far ({run.best_epoch}) is saved to {output}",
-                file=sys.stderr,
-            )
 
     final_model.load_state_dict(best_state)
     final = {
@@ -351,10 +394,16 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
     scorer.metrics, scorer.data = metrics, data_info
     if world.main:
         plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
-        replace_old = config.overwrite or ckpt is not None or interrupted
         scorer.save(output, overwrite=replace_old, extras=plot)
         if not interrupted:
             shutil.rmtree(saved_to, ignore_errors=True)  # the model is complete: no resume
+    if interrupted:
+        raise Interrupted(
+            f"interrupted in epoch {checkpointed + 1}: {resume_hint}\n"
+            f"the best epoch so far ({run.best_epoch}) is saved to {output}"
+            if world.main
+            else ""
+        )
     barrier(world)  # the other ranks return once the model is on disk
     for split, scores in final.items():
         say(f"\n{split} (best epoch {run.best_epoch}):\n{format_report(scores)}")
@@ -362,20 +411,16 @@ def _run(config, ckpt, saved_to: Path, output: Path, world: World, say, progress
     return output
 
 
-ENSEMBLE_PLAN = "ensemble.json"  # marks an ensemble run's checkpoint folder
-
-
 def _train_ensemble(
-    config: TrainConfig | None, progress: bool, resume: Path | None, overrides: dict
+    config: TrainConfig, progress: bool, resume: Path | None, overrides: dict
 ) -> Path:
     """Train ``config.ensemble`` members one after another (seeds ``seed``, ``seed + 1``,
     ...), each an ordinary run into ``<output>.checkpoint/member-K``, then save them
     as one model folder and remove the members.
 
     Resuming (``resume`` is that folder) keeps the finished members, continues an
-    interrupted one from its own checkpoint and trains the rest."""
-    if resume is not None:  # ``train`` has checked that only RESUMABLE fields change
-        config = replace(_read_plan(resume), **overrides).validate()
+    interrupted one from its own checkpoint and trains the rest. The caller holds the
+    output's lock, which covers the members too."""
     if current_world().distributed:
         raise TaggerError(
             "an ensemble trains its members one after another in one process: "
@@ -385,20 +430,20 @@ def _train_ensemble(
     work = checkpoint_dir(output)
     say = _printer(progress)
     if resume is None:
-        _check_free(output, work, config.overwrite, resuming=False)
         if (work / ENSEMBLE_PLAN).is_file() and not config.overwrite:
             raise TaggerError(
                 f"{work} holds an interrupted ensemble run: continue it with "
                 f"`tagger train --resume {work}`, or pass --overwrite to start over"
             )
-        shutil.rmtree(work, ignore_errors=True)
+        _check_free(output, work, config.overwrite, resuming=False)
+        shutil.rmtree(work, ignore_errors=True)  # a checkpoint of ours: checked above
         write_dir(
             work,
             {ENSEMBLE_PLAN: (json.dumps({"config": config.to_dict()}, indent=2) + "\n").encode()},
             f"the ensemble checkpoint to {work}",
         )
-    elif output.exists() and not config.overwrite:
-        raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
+    else:
+        check_replaceable(output, ("model",), config.overwrite, "--output")
     folders = []
     for k in range(config.ensemble):
         folder = work / f"member-{k}"
@@ -412,16 +457,16 @@ def _train_ensemble(
         hint = f"continue the ensemble with `tagger train --resume {work}`"
         try:
             if (ckpt / CHECKPOINT_META).is_file():
-                train(progress=progress, resume=ckpt, **overrides)
+                state = load_checkpoint(ckpt)
+                resumed = replace(state.config, **overrides).validate()
+                _train_one(resumed, state, ckpt, progress)
             elif _finished(folder):
                 say(f"already trained: {folder}")
                 continue
             else:
-                train(member, progress=progress)
-        except (Interrupted, KeyboardInterrupt) as err:
-            raise TaggerError(f"{err or 'interrupted'}; {hint}") from None
-        if not _finished(folder):  # Ctrl-C in an epoch: the member kept its best epoch
-            raise TaggerError(f"ensemble interrupted in member {k + 1}; {hint}")
+                _train_one(member, None, None, progress)
+        except KeyboardInterrupt:
+            raise Interrupted(f"ensemble interrupted in member {k + 1}; {hint}") from None
     return _save_ensemble(config, folders, output, work, say)
 
 
@@ -480,7 +525,7 @@ def _save_ensemble(config: TrainConfig, folders: list[Path], output: Path, work:
         "members": runs,
     }
     scorer.data = members[0].data
-    scorer.save(output, overwrite=True)
+    scorer.save(output, overwrite=config.overwrite)
     shutil.rmtree(work, ignore_errors=True)
     for split, scores in final.items():
         say(f"\n{split} (ensemble of {len(members)}):\n{format_report(scores)}")
@@ -488,23 +533,35 @@ def _save_ensemble(config: TrainConfig, folders: list[Path], output: Path, work:
     return output
 
 
-def _check_free(output: Path, saved_to: Path, overwrite: bool, resuming: bool) -> None:
+def _check_free(output: Path, saved_to: Path, overwrite: bool, resuming: bool) -> bool:
     """Refuse to replace a trained model, or to start over an interrupted run's checkpoint,
-    unless asked. The model an interrupted run left behind is the resumed run's to replace."""
+    unless asked; refuse anything at those paths that tagger did not write, even when
+    asked. Returns whether the run may replace ``output`` when it saves: asked to, or the
+    model an interrupted run left behind, which the resumed run continues."""
     recover_dir(output)
     recover_dir(saved_to)
-    if output.exists() and not overwrite:
-        left_by_interrupt = False
-        if resuming:
-            with contextlib.suppress(TaggerError):
-                left_by_interrupt = read_metrics(output)[1].get("interrupted") is True
-        if not left_by_interrupt:
-            raise TaggerError(f"{output} already exists; pass --overwrite to replace it")
-    if not resuming and (saved_to / CHECKPOINT_META).exists() and not overwrite:
-        raise TaggerError(
-            f"{saved_to} holds the checkpoint of an interrupted run: continue it with "
-            f"`tagger train --resume {saved_to}`, or pass --overwrite to start over"
-        )
+    left_by_interrupt = False
+    if resuming and folder_kind(output) == "model":
+        with contextlib.suppress(TaggerError):
+            left_by_interrupt = read_metrics(output)[1].get("interrupted") is True
+    check_replaceable(output, ("model",), overwrite or left_by_interrupt, "--output")
+    if not resuming:
+        check_replaceable(saved_to, ("checkpoint",), True, "--output")
+        if saved_to.exists() and not overwrite:
+            raise TaggerError(
+                f"{saved_to} holds the checkpoint of an interrupted run: continue it with "
+                f"`tagger train --resume {saved_to}`, or pass --overwrite to start over"
+            )
+    return overwrite or left_by_interrupt
+
+
+def _check_finite(loss: float, model: torch.nn.Module, ema, epoch: int) -> None:
+    """Stop before a diverged epoch reaches a checkpoint or a model folder."""
+    modules = [model] + ([ema.module] if ema is not None else [])
+    if not math.isfinite(loss) or not all(
+        p.isfinite().all() for m in modules for p in m.parameters()
+    ):
+        raise Diverged(f"training diverged in epoch {epoch}: the weights are no longer finite")
 
 
 def _read_embeddings(config: TrainConfig, data, say) -> Vectors:
@@ -621,7 +678,10 @@ def _train_epoch(
             optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
-            total += loss.item() * n
+            value = loss.item()
+            if not math.isfinite(value):
+                raise Diverged(f"training diverged in epoch {epoch}: the loss became {value}")
+            total += value * n
             sentences += n
             tokens += int(batch.lengths.sum())
             bar.update(

@@ -7,7 +7,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tagger.config import json_kind, short_repr
 from tagger.errors import TaggerError
+from tagger.schemes import parse_tag
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -105,25 +107,58 @@ class Vocab:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Vocab:
+    def from_dict(cls, data: dict, where: str | None = None) -> Vocab:
+        """The vocabulary ``to_dict`` wrote, checked entry by entry: any damage gives one
+        ``TaggerError`` line (prefixed with ``where``, e.g. the file, when given)."""
+        at = f"{where}: " if where else ""
+        if not isinstance(data, dict):
+            raise TaggerError(f"{at}vocabulary must be a JSON object, not {json_kind(data)}")
         version = data.get("format_version")
-        if version != VOCAB_FORMAT:
+        if version != VOCAB_FORMAT or isinstance(version, bool):
             raise TaggerError(
-                f"vocabulary format version {version} is not supported "
+                f"{at}vocabulary format version {short_repr(version)} is not supported "
                 f"(this tagger reads version {VOCAB_FORMAT})"
             )
-        try:
-            vocab = cls(
-                data["words"],
-                data["chars"],
-                data["labels"],
-                data["lowercase"],
-                data["normalize_digits"],
-            )
-        except KeyError as err:
-            raise TaggerError(f"vocabulary is missing the key {err.args[0]!r}") from None
+        for key in ("words", "chars", "labels", "lowercase", "normalize_digits"):
+            if key not in data:
+                raise TaggerError(f"{at}vocabulary is missing the key {key!r}")
+        for key in ("words", "chars", "labels"):
+            entries = data[key]
+            if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+                raise TaggerError(f"{at}vocabulary {key} must be a list of strings")
+        for key in ("lowercase", "normalize_digits"):
+            if not isinstance(data[key], bool):
+                raise TaggerError(
+                    f"{at}vocabulary {key} must be true or false, not {short_repr(data[key])}"
+                )
+        vocab = cls(
+            list(data["words"]),
+            list(data["chars"]),
+            list(data["labels"]),
+            data["lowercase"],
+            data["normalize_digits"],
+        )
         if vocab.words[:2] != [PAD, UNK] or vocab.chars[:2] != [PAD, UNK]:
-            raise TaggerError("vocabulary does not start with the PAD and UNK entries")
+            raise TaggerError(f"{at}vocabulary does not start with the PAD and UNK entries")
+        for key, index in (
+            ("words", vocab._word_index),
+            ("chars", vocab._char_index),
+            ("labels", vocab._label_index),
+        ):
+            entries = getattr(vocab, key)
+            if len(index) != len(entries):
+                twice = next(e for i, e in enumerate(entries) if index[e] != i)
+                raise TaggerError(f"{at}vocabulary {key} has {short_repr(twice)} twice")
+        if not vocab.labels:
+            raise TaggerError(f"{at}vocabulary has no labels")
+        for label in vocab.labels:
+            try:
+                parse_tag(label)
+            except ValueError:
+                raise TaggerError(
+                    f"{at}vocabulary label {short_repr(label)} is not a tag "
+                    "(O, or B-, I-, E- or S- followed by a type)"
+                ) from None
         return vocab
 
 

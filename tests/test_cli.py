@@ -358,7 +358,7 @@ def test_predict_non_utf8_input(cli_model, tmp_path):
     line = assert_user_error(cli("predict", path, "-m", cli_model, "-o", out))
     assert line == (
         f"error: {path}:2: byte 0xfc at offset 16 is not valid utf-8; "
-        "pass --encoding if the file uses another one"
+        "if the file is Latin-1, pass --encoding latin-1"
     )
     assert not out.exists()
     result = cli("predict", path, "-m", cli_model, "--encoding", "latin-1")
@@ -371,7 +371,10 @@ def test_predict_binary_input(cli_model, tmp_path):
     path.write_bytes(b"PK\x03\x04\x00\x00binary\x00stuff\n")
     out = tmp_path / "out.jsonl"
     line = assert_user_error(cli("predict", path, "-m", cli_model, "-o", out))
-    assert line == f"error: {path}:1: contains NUL bytes; is this a binary file?"
+    assert line == (
+        f"error: {path}:1: contains NUL bytes; is this a binary file "
+        "(or UTF-16 without a byte-order mark)?"
+    )
     assert not out.exists()
 
 

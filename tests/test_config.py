@@ -70,11 +70,11 @@ def test_wrong_type(key, value, message):
         ("scheme", "IOB1", "config: scheme must be one of IOB2, BIOES, not 'IOB1'"),
         ("optimizer", "lbfgs", "config: optimizer must be one of adam, sgd, not 'lbfgs'"),
         ("unseen_labels", "drop", "config: unseen_labels must be one of error, O, not 'drop'"),
-        ("hidden_size", 0, "config: hidden_size must be at least 1, not 0"),
-        ("max_epochs", -1, "config: max_epochs must be at least 1, not -1"),
+        ("hidden_size", 0, "config: hidden_size must be from 1 to 4096, not 0"),
+        ("max_epochs", -1, "config: max_epochs must be from 1 to 10000, not -1"),
         ("dropout", 1.0, "config: dropout must be in [0, 1), not 1.0"),
         ("word_dropout", -0.1, "config: word_dropout must be in [0, 1), not -0.1"),
-        ("lr", 0, "config: lr must be positive, not 0.0"),
+        ("lr", 0, "config: lr must be a finite number > 0, not 0.0"),
     ],
 )
 def test_bad_choice_or_range(key, value, message):

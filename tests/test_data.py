@@ -299,7 +299,7 @@ def test_unseen_label_in_dev(tmp_path):
     with pytest.raises(TaggerError) as err:
         data.load_data(tmp_path)
     assert message(err) == (
-        f"{dev}:3: label B-PER: entity type PER does not occur in the training data; "
+        f"{dev}:4: label B-PER: entity type PER does not occur in the training data; "
         "fix the data or map such labels to O (--unseen-labels O)"
     )
     dd = data.load_data(tmp_path, unseen_labels="O")
@@ -440,7 +440,7 @@ def test_hub_invalid_string_tag(fake_hub):
     with pytest.raises(TaggerError) as err:
         data.load_data("bad_tags")
     assert message(err) == (
-        "bad_tags train row 1: tag 'PER' is not valid: expected O, or B-, I-, E- or S- "
+        "bad_tags train row 1 token 1: tag 'PER' is not valid: expected O, or B-, I-, E- or S- "
         "followed by a type"
     )
 

@@ -15,7 +15,7 @@ from tagger.errors import TaggerError
 from tagger.model import Ensemble, SequenceTagger
 from tagger.predict import Tagger
 from tagger.summary import layer_rows, summary
-from tagger.training import ENSEMBLE_PLAN, train
+from tagger.training import ENSEMBLE_PLAN, Interrupted, train
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_interrupted_ensemble_resumes_with_the_same_result(corpus, ensemble_dir,
 
     SequenceTagger.loss = loss_then_interrupt
     try:
-        with pytest.raises(TaggerError, match="continue the ensemble with"):
+        with pytest.raises(Interrupted, match="continue the ensemble with"):
             train(config, progress=False)
     finally:
         SequenceTagger.loss = real

@@ -89,22 +89,39 @@ def test_save_load_round_trip(tagger_model, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["copy"]  # nothing left behind
 
 
-def test_save_refuses_existing_folder(tagger_model, tmp_path):
+def test_save_refuses_existing_model(tagger_model, trained_model, tmp_path):
     target = tmp_path / "existing"
-    target.mkdir()
-    (target / "keep.txt").write_text("precious")
+    shutil.copytree(trained_model, target)
     with pytest.raises(TaggerError) as err:
         tagger_model.save(target)
     assert str(err.value) == f"{target} already exists; pass --overwrite to replace it"
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_save_never_replaces_a_folder_of_other_files(tagger_model, tmp_path, overwrite):
+    target = tmp_path / "existing"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    with pytest.raises(TaggerError, match="is a folder of other files .keep.txt., not a tagger"):
+        tagger_model.save(target, overwrite=overwrite)
     assert [p.name for p in target.iterdir()] == ["keep.txt"]
     assert (target / "keep.txt").read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["existing"]
 
 
-def test_overwrite_replaces_folder(tagger_model, tmp_path):
+def test_save_never_replaces_a_file(tagger_model, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("precious")
+    with pytest.raises(TaggerError, match="is a file, not a tagger model folder"):
+        tagger_model.save(target, overwrite=True)
+    assert target.read_text() == "precious"
+
+
+def test_overwrite_replaces_model_folder(tagger_model, trained_model, tmp_path):
     target = tmp_path / "existing"
-    target.mkdir()
-    (target / "keep.txt").write_text("old")
+    target.mkdir()  # an empty folder holds nothing to lose
+    tagger_model.save(target, overwrite=True)
     tagger_model.save(target, overwrite=True)
     assert {p.name for p in target.iterdir()} == FILES
     assert [p.name for p in tmp_path.iterdir()] == ["existing"]  # old copy and temp removed
@@ -133,8 +150,8 @@ def test_load_wrong_format_version(model_copy):
     header["tagger_version"] = "9.0.0"
     (model_copy / "config.json").write_text(json.dumps(header))
     assert load_error(model_copy) == (
-        f"{model_copy} has model format version 99; this tagger (0.1.0) reads version 1: "
-        "retrain the model or use the tagger release that wrote it (9.0.0)"
+        f"{model_copy} has model format version 99, newer than this tagger (0.1.0) reads (1): "
+        "upgrade tagger to load it (it was written by tagger 9.0.0)"
     )
 
 
@@ -177,6 +194,13 @@ def test_load_vocab_with_other_labels(model_copy):
     vocab = json.loads((model_copy / "vocab.json").read_text())
     vocab["labels"] = vocab["labels"][::-1]
     (model_copy / "vocab.json").write_text(json.dumps(vocab))
+    assert load_error(model_copy) == (
+        f"{model_copy / 'vocab.json'} does not match the checksum in config.json: the file is "
+        "truncated or was changed after training"
+    )
+    header = json.loads((model_copy / "config.json").read_text())
+    del header["vocab"]  # a folder from before vocab.json had a checksum
+    (model_copy / "config.json").write_text(json.dumps(header))
     assert (
         load_error(model_copy) == f"{model_copy}: the labels in vocab.json and config.json differ"
     )
@@ -187,7 +211,8 @@ def test_load_weights_that_do_not_fit(model_copy):
     header["config"]["hidden_size"] += 1
     (model_copy / "config.json").write_text(json.dumps(header))
     assert load_error(model_copy).startswith(
-        f"{model_copy}: the weights do not fit the config and vocabulary: "
+        f"{model_copy / 'model.safetensors'}: the weights do not fit the vocabulary/config "
+        "(encoder.rnn.weight_ih_l0 is 64x28, the config and vocabulary need 68x28; "
     )
 
 

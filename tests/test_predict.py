@@ -180,7 +180,10 @@ def test_read_lines_nul_bytes(tmp_path):
     path.write_bytes(b"fine\nstill fine\nbad\x00line\n")
     with pytest.raises(TaggerError) as err:
         list(read_lines(path))
-    assert str(err.value) == f"{path}:3: contains NUL bytes; is this a binary file?"
+    assert str(err.value) == (
+        f"{path}:3: contains NUL bytes; is this a binary file "
+        "(or UTF-16 without a byte-order mark)?"
+    )
 
 
 def test_read_lines_bad_utf8(tmp_path):
@@ -192,7 +195,7 @@ def test_read_lines_bad_utf8(tmp_path):
         next(lines)
     assert str(err.value) == (
         f"{path}:2: byte 0xfc at offset 7 is not valid utf-8; "
-        "pass --encoding if the file uses another one"
+        "if the file is Latin-1, pass --encoding latin-1"
     )
 
 

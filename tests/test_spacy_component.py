@@ -232,9 +232,19 @@ def test_export_spacy_refuses_what_it_should(trained_model, tmp_path):
     out.mkdir()
     with pytest.raises(TaggerError, match="already exists"):
         export_spacy(trained_model, out)
-    (out / "stale.txt").write_text("old")
-    export_spacy(trained_model, out, overwrite=True)
-    assert (out / "config.cfg").is_file() and not (out / "stale.txt").exists()
+    export_spacy(trained_model, out, overwrite=True)  # an empty folder: nothing to lose
+    export_spacy(trained_model, out, overwrite=True)  # our own export
+    assert (out / "config.cfg").is_file()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TaggerError, match="is a folder of other files"):
+        export_spacy(trained_model, out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(TaggerError, match="is a file, not a spaCy pipeline exported by tagger"):
+        export_spacy(trained_model, tmp_path / "a-file", overwrite=True)
+    assert (tmp_path / "a-file").read_text() == "mine"
+    (tmp_path / "a-file").unlink()
     with pytest.raises(TaggerError, match="no such model folder"):
         export_spacy(tmp_path / "missing", tmp_path / "other")
     with pytest.raises(TaggerError, match="no language 'zz'"):

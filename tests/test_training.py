@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,23 +106,36 @@ def test_missing_validation_split(tmp_path):
 def test_existing_output_refused_before_anything_else(tmp_path):
     out = tmp_path / "m"
     out.mkdir()
-    (out / "keep").write_text("x")
     # The data does not exist either: the output check must come first.
     with pytest.raises(TaggerError) as err:
         train(tiny_config(data=str(tmp_path / "no-such-data"), output=str(out)), progress=False)
     assert str(err.value) == f"{out} already exists; pass --overwrite to replace it"
-    assert [p.name for p in out.iterdir()] == ["keep"]
 
 
-def test_overwrite(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_of_other_files_is_never_replaced(tmp_path, overwrite):
     out = tmp_path / "m"
     out.mkdir()
     (out / "keep").write_text("x")
+    with pytest.raises(TaggerError) as err:
+        train(tiny_config(data=str(tmp_path / "no-data"), output=str(out), overwrite=overwrite))
+    assert str(err.value) == (
+        f"{out} is a folder of other files (keep), not a tagger model folder; tagger "
+        "replaces only what it wrote itself, even with --overwrite: choose another --output"
+    )
+    assert [p.name for p in out.iterdir()] == ["keep"]
+
+
+def test_overwrite(tiny_corpus, trained_model, tmp_path):
+    out = tmp_path / "m"
+    shutil.copytree(trained_model, out)
+    before = (out / "model.safetensors").read_bytes()
     train(
         tiny_config(data=str(tiny_corpus), output=str(out), max_epochs=1, overwrite=True),
         progress=False,
     )
-    assert (out / "model.safetensors").is_file() and not (out / "keep").exists()
+    assert (out / "model.safetensors").read_bytes() != before
+    assert json.loads((out / "metrics.json").read_text())["epochs"][-1]["epoch"] == 1
 
 
 def test_invalid_config_is_refused(tiny_corpus, tmp_path):
