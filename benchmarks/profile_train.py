@@ -4,7 +4,7 @@ of the first and the last epoch.
 
     python benchmarks/profile_train.py --data ../shared/data/conll2003 --epochs 3
 
-Same loop as ``tagger.training`` (same model, optimizer, batches); no checkpoints, no
+Same step as ``tagger.trainer.TrainingRun`` (same model, optimizer, batches); no checkpoints, no
 dev evaluation, so the numbers are the training step alone.
 """
 
@@ -14,15 +14,14 @@ import argparse
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
 from torch.profiler import ProfilerActivity, profile
 
 from tagger.batching import bucket_batches
 from tagger.config import TrainConfig
 from tagger.runtime import set_threads
-from tagger.training import _ema_with_warmup, _optimizer, build
+from tagger.trainer import TrainingRun
+from tagger.training import build
 
 
 def main() -> None:
@@ -35,10 +34,9 @@ def main() -> None:
     config = TrainConfig(data=args.data, threads=args.threads)
     set_threads(config.threads)
     setup = build(config, print)
-    model, enc = setup.model, setup.encoded["train"]
-    ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(config.ema_decay))
-    optimizer = _optimizer(config, model)
-    rng = np.random.default_rng(config.seed)
+    run = TrainingRun(setup)  # the model, EMA, optimizer and random state a run uses
+    model, ema, optimizer, rng = run.model, run.ema, run.optimizer, run.rng
+    enc = setup.encoded["train"]
     print(f"threads {torch.get_num_threads()}, batch {config.batch_size}")
 
     def step(batch, clock):

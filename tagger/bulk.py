@@ -18,6 +18,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,16 +48,21 @@ class Job:
         return f"shard-{shard:05d}-of-{self.workers:05d}.jsonl"
 
 
-def run(job: Job, shards: list[int] | None = None) -> dict:
-    """Tag ``shards`` (default: all) in parallel worker processes; returns the manifest."""
+def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> dict:
+    """Tag ``shards`` (default: all) in parallel worker processes; returns the manifest.
+
+    An output folder holding another job's shards is replaced only with ``overwrite``
+    (and only when every shard is run here); one holding other files never is."""
     if job.workers < 1:
         raise TaggerError(f"--workers must be at least 1, not {job.workers}")
     todo = list(range(job.workers)) if shards is None else shards
     for shard in todo:
         if not 0 <= shard < job.workers:
             raise TaggerError(f"--shard {shard} is not in 0..{job.workers - 1}")
-    out = check_output_dir(job)  # before the input: reading a dataset takes a while
+    out = check_output_dir(job, overwrite, every_shard=shards is None)
     _inputs(job)  # check the input before starting anyone
+    if overwrite:
+        _clear(out)
     _make_output_dir(out)
     failed: dict[int, str] = {}
     if len(todo) == 1:
@@ -82,9 +89,17 @@ def run(job: Job, shards: list[int] | None = None) -> dict:
     return manifest
 
 
-def check_output_dir(job: Job) -> Path:
-    """Refuse an ``--output-dir`` that is a file, or that lies in the folder of text
-    files being tagged (the next run would tag its own shards)."""
+# What a bulk job writes in its folder (and the temporaries of those files).
+OWN_FILE = re.compile(
+    r"\.?(manifest\.json|\.?manifest\.lock|shard-\d{5}-of-\d{5}\.jsonl(\.json)?)(\.tmp-.*)?"
+)
+
+
+def check_output_dir(job: Job, overwrite: bool = False, every_shard: bool = True) -> Path:
+    """Refuse, before any work, an ``--output-dir`` that is a file, that lies in the
+    folder of text files being tagged (the next run would tag its own shards), that
+    holds files a bulk job did not write, or another job's shards (unless
+    ``overwrite``, for a run of every shard). The same job's folder is continued."""
     out = Path(job.output_dir)
     if out.exists() and not out.is_dir():
         raise TaggerError(f"--output-dir {out} is a file, not a folder; choose another")
@@ -97,7 +112,52 @@ def check_output_dir(job: Job) -> Path:
                 f"--output-dir {out} {where} the input folder {source}: the next run "
                 f"would tag its shards as input; choose a folder outside it"
             )
+    try:
+        names = sorted(os.listdir(out)) if out.is_dir() else []
+    except OSError as err:
+        raise TaggerError(f"--output-dir {out}: cannot read: {err.strerror or err}") from None
+    foreign = [n for n in names if not OWN_FILE.fullmatch(n)]
+    if foreign:
+        listing = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise TaggerError(
+            f"--output-dir {out} holds files a bulk job did not write ({listing}); "
+            f"choose a new or empty folder"
+        )
+    other = _other_job(out, job)
+    if other and not (overwrite and every_shard):
+        fix = (
+            "pass --overwrite to replace them"
+            if every_shard
+            else "replace them by a run of every shard with --overwrite"
+        )
+        raise TaggerError(f"--output-dir {out} holds the shards of another job ({other}); {fix}")
     return out
+
+
+def _other_job(out: Path, job: Job) -> str | None:
+    """How the job whose manifest is in ``out`` differs from ``job`` (None: the same
+    job, or no manifest yet)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "an unreadable manifest.json"
+    if not isinstance(manifest, dict):
+        return "an unreadable manifest.json"
+    mine = {"source": job.source, "split": job.split, "model": str(job.model)}
+    mine["workers"] = job.workers
+    differ = [f"{k} {manifest.get(k)!r}" for k, v in mine.items() if manifest.get(k) != v]
+    return ", ".join(differ) or None
+
+
+def _clear(out: Path) -> None:
+    """Remove a bulk job's files from ``out`` (``check_output_dir`` found only those)."""
+    for entry in out.iterdir() if out.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _make_output_dir(out: Path) -> None:

@@ -7,17 +7,21 @@ line and exit 1 (``user_errors``), never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
 import os
 import sys
+import types
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tagger.config import DEFAULT_MODEL_DIR
+from tagger.config import CHOICES, DEFAULT_MODEL_DIR, FLAGS, HELP, NO_FLAG, TrainConfig
 from tagger.errors import TaggerError
 
 app = typer.Typer(
@@ -27,28 +31,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # keep "[default: ...]" in help texts literal
 )
-
-
-class Cell(str, Enum):
-    rnn = "rnn"
-    lstm = "lstm"
-    gru = "gru"
-
-
-class Decoder(str, Enum):
-    softmax = "softmax"
-    crf = "crf"
-
-
-class CharEncoder(str, Enum):
-    cnn = "cnn"
-    lstm = "lstm"
-    none = "none"
-
-
-class Scheme(str, Enum):
-    IOB2 = "IOB2"
-    BIOES = "BIOES"
 
 
 class Format(str, Enum):
@@ -184,164 +166,148 @@ DeviceOpt = Annotated[
 ]
 
 
-@app.command()
-@user_errors
-def train(
-    data: DataOpt = None,
-    dev: DevOpt = None,
-    test: TestOpt = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help=f"Model folder [default: {DEFAULT_MODEL_DIR}]."),
-    ] = None,
-    cell: Annotated[Cell | None, typer.Option(help="Recurrent cell [default: lstm].")] = None,
-    decoder: Annotated[Decoder | None, typer.Option(help="Output layer [default: crf].")] = None,
-    char_encoder: Annotated[
-        CharEncoder | None, typer.Option(help="Character features [default: cnn].")
-    ] = None,
-    scheme: Annotated[
-        Scheme | None, typer.Option(help="Tag scheme to train in [default: BIOES].")
-    ] = None,
-    hidden_size: Annotated[
-        int | None, typer.Option(help="RNN units per direction [default: 200].")
-    ] = None,
-    num_layers: Annotated[int | None, typer.Option(help="Stacked RNN layers [default: 1].")] = None,
-    bidirectional: Annotated[
-        bool | None,
-        typer.Option("--bidirectional/--unidirectional", help="[default: bidirectional]"),
-    ] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout [default: 0.5].")] = None,
-    unk_replace: Annotated[
-        float | None,
-        typer.Option(
-            help="A: replace a word seen C times in training by UNK with probability "
-            "A/(A+C), so rare words train the UNK vector; 0 = off [default: 2]."
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Sentences per batch [default: 32].")
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.002].")] = None,
-    max_epochs: Annotated[int | None, typer.Option(help="Most epochs [default: 30].")] = None,
-    patience: Annotated[
-        int | None,
-        typer.Option(help="Stop after this many epochs without dev gain [default: 5]."),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: 13].")] = None,
-    ensemble: Annotated[
-        int | None,
-        typer.Option(
-            help="Train N taggers (seeds seed, seed+1, ...) and average their label scores "
-            "[default: 1]."
-        ),
-    ] = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
-    encoding: EncodingOpt = None,
-    tag_column: TagColumnOpt = None,
-    unseen_labels: Annotated[
-        str | None,
-        typer.Option(help="Dev/test labels unseen in train: 'error' or 'O' (map to O)."),
-    ] = None,
+# ----------------------------------------------------------------- train
+# `tagger train` is generated from TrainConfig: a flag for every field (spelled as in
+# FLAGS, or --field-name), its help from HELP, its choices from CHOICES and the default
+# shown from TrainConfig(). Every flag defaults to None, so that only the flags given on
+# the command line override --config. A new field needs no edit here.
+
+
+def config_options(config_cls: type[TrainConfig] = TrainConfig) -> list[inspect.Parameter]:
+    """One keyword parameter ``Annotated[T | None, typer.Option(...)] = None`` per field of
+    ``config_cls`` (but ``NO_FLAG``): the typer options of the fields, in field order."""
+    defaults = config_cls()
+    hints = typing.get_type_hints(config_cls)
+    taken = _run_options()
+    params = []
+    for field in dataclasses.fields(config_cls):
+        name = field.name
+        if name in NO_FLAG:
+            continue
+        if name in taken:
+            raise TypeError(f"config field {name!r} clashes with tagger train's --{name}")
+        kind = _option_type(name, hints[name])
+        decls = FLAGS.get(name) or (_flag(name, bool_flag=kind is bool),)
+        help_text = HELP.get(name, "")
+        shown = _shown_default(getattr(defaults, name), decls[0])
+        if shown is not None:
+            help_text = f"{help_text} [default: {shown}]".strip()
+        option = typer.Option(*decls, help=help_text, show_default=False)
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[kind | None, option],
+            )
+        )
+    return params
+
+
+def _option_type(name: str, hint) -> type:
+    """The value type of a field's flag: an Enum of ``CHOICES[name]``, or the field's
+    type without ``None``."""
+    if name in CHOICES:
+        title = "".join(part.title() for part in name.split("_"))
+        return Enum(title, [(value, value) for value in CHOICES[name]], type=str)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = [t for t in (typing.get_args(hint) if union else (hint,)) if t is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in (bool, int, float, str):
+        raise TypeError(f"config field {name!r} of type {hint} has no command-line form")
+    return kinds[0]
+
+
+def _flag(name: str, bool_flag: bool) -> str:
+    """``--field-name``, or ``--field-name/--no-field-name`` for a bool."""
+    flag = name.replace("_", "-")
+    return f"--{flag}/--no-{flag}" if bool_flag else f"--{flag}"
+
+
+def _shown_default(value, decl: str) -> str | None:
+    """How help shows a field's default: the value, a bool's flag spelling without the
+    dashes (``bidirectional``, ``no-overwrite``), nothing for None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        on, _, off = decl.partition("/")
+        return (on if value else off).lstrip("-")
+    return str(value)
+
+
+def train_command(config_cls: type[TrainConfig] = TrainConfig):
+    """The ``train`` command function for ``config_cls``: ``**options`` with a signature
+    (``__signature__``, which typer reads) of the fields' options and ``_train``'s own."""
+
+    def train(**options) -> None:
+        """Train a tagger and save it to a model folder (the bundled corpus by default)."""
+        _train(config_cls, **options)
+
+    params = [*config_options(config_cls), *_run_options().values()]
+    train.__signature__ = inspect.Signature(params)
+    return train
+
+
+def _run_options() -> dict[str, inspect.Parameter]:
+    """The options of ``tagger train`` that are not config fields: ``_train``'s own."""
+    params = inspect.signature(_train, eval_str=True).parameters
+    return {name: p for name, p in params.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def _train(
+    config_cls: type[TrainConfig],
+    *,
     config: Annotated[
         Path | None,
         typer.Option(
-            help="JSON or .toml file of config keys (`tagger init-config` writes one); "
-            "flags given here override it."
+            help="JSON or .toml file of config fields (`tagger init-config` writes one); "
+            "flags given here override it"
         ),
     ] = None,
-    embeddings: Annotated[
-        Path | None,
-        typer.Option(help="Pretrained word vectors: GloVe, word2vec or fastText text (.gz ok)."),
-    ] = None,
-    freeze_embeddings: Annotated[
-        bool | None,
-        typer.Option("--freeze-embeddings/--tune-embeddings", help="[default: tune]"),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="Continue an interrupted run from its checkpoint folder (OUTPUT.checkpoint); "
-            "only --max-epochs, --patience and --device may change."
+            help="continue an interrupted run from its checkpoint folder (OUTPUT.checkpoint); "
+            "only --max-epochs, --patience, --device and --threads may change"
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option(help="Build data, vocabulary and model, print the summary, stop.")
+        bool, typer.Option(help="build data, vocabulary and model, print the summary, stop")
     ] = False,
     nproc: Annotated[
         int | None,
         typer.Option(
-            help="Train data-parallel in this many processes on this machine (torchrun; "
-            "gloo on CPU, NCCL on GPUs). For several machines run torchrun yourself."
+            help="train data-parallel in this many processes on this machine (torchrun; "
+            "gloo on CPU, NCCL on GPUs); for several machines run torchrun yourself"
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    **flags,
 ) -> None:
-    """Train a tagger and save it to a model folder (the bundled corpus by default)."""
+    """``tagger train``: the given ``flags`` (not None) override ``--config`` or the
+    defaults, or the checkpoint's settings with ``--resume``."""
     if nproc is not None:
-        import sys
-
         from tagger.distributed import launch
 
         raise typer.Exit(launch(nproc, ["train", *_without_option(sys.argv[1:], "--nproc")]))
-    from tagger.config import TrainConfig
     from tagger.training import train as run
 
-    base = TrainConfig.from_file(config) if config else TrainConfig()
-    flags = {
-        "data": data,
-        "dev": dev,
-        "test": test,
-        "output": output,
-        "cell": cell,
-        "decoder": decoder,
-        "char_encoder": char_encoder,
-        "scheme": scheme,
-        "hidden_size": hidden_size,
-        "num_layers": num_layers,
-        "bidirectional": bidirectional,
-        "dropout": dropout,
-        "unk_replace": unk_replace,
-        "batch_size": batch_size,
-        "lr": lr,
-        "max_epochs": max_epochs,
-        "patience": patience,
-        "seed": seed,
-        "ensemble": ensemble,
-        "device": device,
-        "revision": revision,
-        "encoding": encoding,
-        "tag_column": tag_column,
-        "unseen_labels": unseen_labels,
-        "embeddings": embeddings,
-        "freeze_embeddings": freeze_embeddings,
-    }
+    base = config_cls.from_file(config) if config else config_cls()
     given = {k: _plain(v) for k, v in flags.items() if v is not None}
-    if overwrite:
-        given["overwrite"] = True
     if resume is not None:
         if config is not None or dry_run:
             raise TaggerError("--resume takes its settings from the checkpoint, not --config")
         run(progress=not quiet, resume=resume, **given)
         return
-    final = TrainConfig.from_dict({**base.to_dict(), **given})
+    final = config_cls.from_dict({**base.to_dict(), **given})
     if dry_run:
-        from dataclasses import replace
+        from tagger.training import dry_run as summarize
 
-        from tagger.model import Ensemble
-        from tagger.runtime import set_threads
-        from tagger.summary import summary
-        from tagger.training import build
-
-        set_threads(final.threads)
-        setup = build(replace(final, ensemble=1), say=typer.echo)
-        model = setup.model
-        if final.ensemble > 1:
-            model = Ensemble.of([model] * final.ensemble, final, setup.vocab)
-        typer.echo(summary(model))
+        typer.echo(summarize(final, say=typer.echo))
         return
     run(final, progress=not quiet)
+
+
+train = app.command()(user_errors(train_command()))
 
 
 @app.command()
@@ -370,23 +336,21 @@ def evaluate(
     from tagger.predict import Tagger
 
     tagger = Tagger.load(model, device=device or "auto")
-    cfg = tagger.config
-    source = data if data is not None else cfg.data
-    scores = run(
+    scores = run(  # data None: what the model was trained on
         tagger,
-        source,
+        data,
         split=split,
         strict=strict,
-        dev=dev if data is not None or dev else cfg.dev,
-        test=test if data is not None or test else cfg.test,
-        revision=revision or (cfg.revision if data is None else None),
-        encoding=encoding or cfg.encoding,
-        tag_column=tag_column if tag_column is not None else cfg.tag_column,
-        unseen_labels="error",
+        dev=dev,
+        test=test,
+        revision=revision,
+        encoding=encoding,
+        tag_column=tag_column,
     )
     if as_json:
         typer.echo(json.dumps(scores, indent=2))
     else:
+        source = data if data is not None else tagger.config.data
         typer.echo(
             f"{model} on {source or 'the bundled corpus'} ({split}, {scores['mode']} mode)\n"
         )
@@ -448,6 +412,13 @@ def predict(
         str | None,
         typer.Option(help="Bulk mode: tag the tokens of this split of the dataset INPUT."),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an existing --output or --html file, or another job's shards in "
+            "--output-dir."
+        ),
+    ] = False,
 ) -> None:
     """Tag raw text (tokenized with spaCy) or pre-tokenized text, streaming."""
     if output_dir is not None:
@@ -456,33 +427,48 @@ def predict(
                 "--output-dir writes JSON-lines shards: drop --format, --pretokenized, "
                 "--output and --html"
             )
-        _bulk(input, output_dir, model, workers, shard, split, encoding, device)
+        _bulk(input, output_dir, model, workers, shard, split, encoding, device, overwrite)
         return
     if workers is not None or shard is not None or split is not None:
         raise TaggerError("--workers, --shard and --split need --output-dir (bulk mode)")
 
     if html is not None and (pretokenized or output is not None):
         raise TaggerError("--html writes the page itself: drop --pretokenized and --output")
+    _tag_file(
+        input,
+        model,
+        fmt.value,
+        html or output,
+        html is not None,
+        pretokenized,
+        encoding,
+        device,
+        overwrite,
+    )
+
+
+def _tag_file(source, model, fmt, target, html, pretokenized, encoding, device, overwrite):
+    """``predict`` of one file or stdin into ``target`` (stdout when None): JSON lines,
+    CoNLL or (``html``) a displaCy page. The output is checked, and its temporary file
+    made, before the model is loaded."""
     from tagger.io import CONFIG, EPOCHS, METRICS, VOCAB, WEIGHTS, AtomicWriter, check_output_file
     from tagger.predict import Tagger, predict_lines, read_lines
 
-    # The output is checked, and its temporary file made, before the model is loaded.
-    inputs = [] if input == "-" else [Path(input)]
+    inputs = [] if source == "-" else [Path(source)]
     inputs += [model / name for name in (CONFIG, VOCAB, WEIGHTS, METRICS, EPOCHS)]
-    target = html if html is not None else output
-    check_output_file(target, inputs, "--html" if html is not None else "--output")
+    check_output_file(target, inputs, "--html" if html else "--output", overwrite=overwrite)
     with AtomicWriter(target) as out:
         tagger = Tagger.load(model, device=device or "auto")
-        if html is not None:
+        if html:
             from tagger.spacy_component import build_pipeline, render_html
 
-            docs = build_pipeline(tagger).pipe(read_lines(input, encoding), batch_size=256)
+            docs = build_pipeline(tagger).pipe(read_lines(source, encoding), batch_size=256)
             out.write(render_html(docs))
             return
         from tagger.runtime import limit_heap_growth
 
         limit_heap_growth()  # flat memory over inputs of any size
-        for chunk in predict_lines(tagger, read_lines(input, encoding), fmt.value, pretokenized):
+        for chunk in predict_lines(tagger, read_lines(source, encoding), fmt, pretokenized):
             out.write(chunk)
 
 
@@ -626,6 +612,9 @@ def plot(
         Path | None,
         typer.Option("--output", "-o", help="PNG file [default: MODEL/training.png]."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing --output file (MODEL/training.png always).")
+    ] = False,
 ) -> None:
     """Draw train loss and dev F1 per epoch, best epoch marked, as a PNG."""
     from tagger.io import CONFIG, METRICS, PLOT, check_output_file, read_metrics
@@ -633,7 +622,10 @@ def plot(
 
     header, metrics = read_metrics(model)
     path = output or model / PLOT
-    check_output_file(path, [model / CONFIG, model / METRICS])
+    if str(path) == "-":
+        raise TaggerError("tagger plot writes a PNG file: give --output a file name, not -")
+    # the model's own training.png is tagger's to redraw; any other file only when asked
+    check_output_file(path, [model / CONFIG, model / METRICS], overwrite=overwrite or not output)
     cfg = header["config"]
     title = f"{model.name}: {cfg.get('cell')}, {cfg.get('decoder')}"
     path = plot_training(metrics, path, title)
@@ -682,7 +674,7 @@ def _echo_table(header: list[str], rows: list[list[str]], left: set[int]) -> Non
         )
 
 
-def _bulk(source, output_dir, model, workers, shard, split, encoding, device) -> None:
+def _bulk(source, output_dir, model, workers, shard, split, encoding, device, overwrite) -> None:
     """``predict --output-dir``: sharded bulk tagging (``tagger.bulk``)."""
     from tagger import bulk
     from tagger.distributed import current
@@ -701,7 +693,7 @@ def _bulk(source, output_dir, model, workers, shard, split, encoding, device) ->
         encoding=encoding,
         device=device or "auto",
     )
-    manifest = bulk.run(job, None if shard is None else [shard])
+    manifest = bulk.run(job, None if shard is None else [shard], overwrite=overwrite)
     done = len(manifest["shards"])
     status = "complete" if manifest["complete"] else f"missing shards {manifest['missing']}"
     typer.echo(

@@ -60,6 +60,33 @@ NON_NEGATIVE_FLOATS = ("unk_replace", "lr_decay", "weight_decay", "clip")
 PATHS = ("data", "dev", "test", "revision", "embeddings", "output")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """What the network is built from (``tagger.model``): the architecture fields of a
+    ``TrainConfig`` and nothing else (no paths, no optimiser). ``TrainConfig.model``
+    makes one; ``config.json`` stays the flat ``TrainConfig``."""
+
+    # embedder
+    word_dim: int
+    char_encoder: str
+    char_dim: int
+    char_hidden: int
+    char_kernel: int
+    casing_dim: int
+    word_dropout: float
+    # encoder
+    cell: str
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    dropout: float
+    # decoder
+    decoder: str
+    scheme: str
+    # how many taggers ``build_model`` makes (an ensemble when more than one)
+    ensemble: int
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; CLI flags and ``--config`` files fill it.
@@ -121,7 +148,7 @@ class TrainConfig:
     def validate(self, where: str = "config") -> TrainConfig:
         """Check every field's type, choices and range; raises ``TaggerError`` naming the
         key (and file) and what it may be."""
-        hints = _hints()
+        hints = _hints(type(self))
         for f in fields(self):
             _coerce(f.name, getattr(self, f.name), hints[f.name], where)  # types only
         for key, allowed in CHOICES.items():
@@ -181,6 +208,11 @@ class TrainConfig:
                 raise TaggerError(f"{where}: {key} must not contain a NUL character")
         return self
 
+    @property
+    def model(self) -> ModelConfig:
+        """The fields the network is built from (see ``ModelConfig``)."""
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -189,7 +221,7 @@ class TrainConfig:
         """Build from plain JSON values; unknown keys and wrong types name the key."""
         if not isinstance(data, dict):
             raise TaggerError(f"{where}: expected an object of config keys, not {short_repr(data)}")
-        hints = _hints()
+        hints = _hints(cls)
         known = {f.name for f in fields(cls)}
         values = {}
         for key, value in data.items():
@@ -266,6 +298,16 @@ HELP = {
     "overwrite": "replace an existing model folder",
 }
 
+# `tagger train` has a flag for every field, generated from the field (tagger.cli): help
+# from HELP, choices from CHOICES, the default shown from TrainConfig(). A field's flag is
+# --field-name (a bool's --field-name/--no-field-name) unless FLAGS spells it otherwise.
+FLAGS = {
+    "output": ("--output", "-o"),
+    "bidirectional": ("--bidirectional/--unidirectional",),
+    "freeze_embeddings": ("--freeze-embeddings/--tune-embeddings",),
+}
+NO_FLAG: frozenset[str] = frozenset()  # fields deliberately left off the command line
+
 
 def toml_template() -> str:
     """The defaults as a commented TOML file; keys whose default is None (which TOML
@@ -338,8 +380,8 @@ def _coerce(key: str, value, hint, where: str):
 
 
 @functools.cache
-def _hints() -> dict:
-    return typing.get_type_hints(TrainConfig)
+def _hints(cls: type = TrainConfig) -> dict:
+    return typing.get_type_hints(cls)
 
 
 class _ShortRepr(reprlib.Repr):

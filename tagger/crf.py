@@ -1,7 +1,11 @@
 """Linear-chain CRF with scheme constraints: log-likelihood, Viterbi, marginals.
 
-Shapes: ``emissions`` (batch, seq_len, num_tags), ``tags`` and ``mask`` (batch, seq_len),
-batch first; every sequence has at least one token and its mask is a prefix of ones.
+Shapes: ``emissions`` (batch, seq_len, num_tags), floating point; ``mask`` (batch,
+seq_len), bool; ``tags`` (batch, seq_len), int64 label ids in ``[0, num_tags)`` (padding
+too: 0 will do). Batch first; seq_len is at least 1, every sequence has at least one
+token (``mask[:, 0]`` all true) and its mask is a prefix of ones. The public methods
+check all of this (like pytorch-crf's ``_validate``) and raise ``ValueError`` naming the
+broken precondition: a caller's bug, never bad user data.
 All loops run over time steps only; each step is one batched tensor operation.
 """
 
@@ -63,11 +67,66 @@ class CRF(nn.Module):
             self.end_transitions + self.end_penalty,
         )
 
+    def _validate(
+        self, emissions: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor | None = None
+    ) -> None:
+        """Raise ``ValueError`` unless the inputs meet the preconditions in the module
+        docstring. Shapes and dtypes cost nothing; the values are checked with a few
+        batched tensor operations and read back together (one device sync)."""
+        if emissions.dim() != 3 or emissions.size(2) != self.num_tags:
+            raise ValueError(
+                f"CRF: emissions must have shape (batch, seq_len, num_tags={self.num_tags}), "
+                f"not {tuple(emissions.shape)}"
+            )
+        if not emissions.is_floating_point():
+            raise ValueError(f"CRF: emissions must be floating point, not {emissions.dtype}")
+        if emissions.size(1) < 1:
+            raise ValueError("CRF: every sequence needs at least one token, but seq_len is 0")
+        if mask.shape != emissions.shape[:2]:
+            raise ValueError(
+                f"CRF: mask must have shape (batch, seq_len) = {tuple(emissions.shape[:2])} "
+                f"like the emissions, not {tuple(mask.shape)}"
+            )
+        if mask.dtype != torch.bool:
+            raise ValueError(f"CRF: mask must be a bool tensor, not {mask.dtype}")
+        if tags is not None:
+            if tags.shape != mask.shape:
+                raise ValueError(
+                    f"CRF: tags must have shape (batch, seq_len) = {tuple(mask.shape)} "
+                    f"like the mask, not {tuple(tags.shape)}"
+                )
+            if tags.dtype != torch.long:
+                raise ValueError(f"CRF: tags must be int64 (torch.long), not {tags.dtype}")
+        checks = [mask[:, 0].all(), ~(mask[:, 1:] & ~mask[:, :-1]).any()]
+        if tags is not None:
+            checks.append(((tags >= 0) & (tags < self.num_tags)).all())
+        first, prefix, *in_range = torch.stack(checks).tolist()
+        if not first:
+            empty = (~mask[:, 0]).nonzero()[0, 0].item()
+            raise ValueError(
+                "CRF: every sequence needs at least one token (mask[:, 0] all true); "
+                f"sequence {empty} has none"
+            )
+        if not prefix:
+            row = (mask[:, 1:] & ~mask[:, :-1]).any(1).nonzero()[0, 0].item()
+            raise ValueError(
+                "CRF: each sequence's mask must be a prefix of ones (no true after a false); "
+                f"sequence {row}'s is not"
+            )
+        if in_range and not in_range[0]:
+            bad = tags[(tags < 0) | (tags >= self.num_tags)][0].item()
+            raise ValueError(
+                f"CRF: tags must be label ids in [0, num_tags={self.num_tags}) (padding too), "
+                f"not {bad}"
+            )
+
     def log_likelihood(
         self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """Log p(tags | emissions) per sequence: shape (batch,)."""
-        return self._path_score(emissions, tags, mask) - self.log_partition(emissions, mask)
+        """Log p(tags | emissions) per sequence: emissions (batch, seq_len, num_tags),
+        tags and mask (batch, seq_len) -> (batch,)."""
+        self._validate(emissions, mask, tags)
+        return self._path_score(emissions, tags, mask) - self._log_partition(emissions, mask)
 
     def _path_score(self, emissions, tags, mask) -> torch.Tensor:
         start, trans, end = self._scores()
@@ -89,12 +148,19 @@ class CRF(nn.Module):
         return alphas
 
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """log Z per sequence, shape (batch,), by the forward algorithm in log space."""
+        """log Z per sequence by the forward algorithm in log space: emissions (batch,
+        seq_len, num_tags) and mask (batch, seq_len) -> (batch,)."""
+        self._validate(emissions, mask)
+        return self._log_partition(emissions, mask)
+
+    def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         _, _, end = self._scores()
         return torch.logsumexp(self._alphas(emissions, mask)[-1] + end, dim=1)
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """p(tag_t = k | emissions), shape (batch, seq_len, num_tags); 0 at padding."""
+        """p(tag_t = k | emissions): emissions (batch, seq_len, num_tags) and mask (batch,
+        seq_len) -> (batch, seq_len, num_tags); 0 at padding."""
+        self._validate(emissions, mask)
         _, trans, end = self._scores()
         alphas = self._alphas(emissions, mask)
         log_z = torch.logsumexp(alphas[-1] + end, dim=1)
@@ -109,7 +175,9 @@ class CRF(nn.Module):
         return log_marg.exp() * mask.unsqueeze(2)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Best tag sequence per sentence (Viterbi), shape (batch, seq_len); 0 at padding."""
+        """Best tag sequence per sentence (Viterbi): emissions (batch, seq_len, num_tags)
+        and mask (batch, seq_len) -> label ids (batch, seq_len), int64; 0 at padding."""
+        self._validate(emissions, mask)
         start, trans, end = self._scores(hard=True)
         batch, seq_len, k = emissions.shape
         score = start + emissions[:, 0]

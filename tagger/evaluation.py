@@ -75,8 +75,12 @@ def format_report(scores: dict) -> str:
 def evaluate(model, data=None, split: str = "test", strict: bool = False, **load_options) -> dict:
     """Score a model (a ``Tagger`` or its folder) on a split of ``data``.
 
-    ``data``: a ``DatasetDict``, a ``Dataset``, or a source for ``load_data`` (the
-    bundled corpus when ``None``); ``load_options`` go to ``load_data``.
+    ``data``: a ``DatasetDict``, a ``Dataset``, a source for ``load_data``, or ``None``
+    for the data the model was trained on (its config's ``data``, ``dev``, ``test`` and
+    ``revision``; the bundled corpus if it was trained on that). ``load_options`` go to
+    ``load_data``; ``encoding`` and ``tag_column`` default to the model's own, and one
+    given as ``None`` counts as not given. ``evaluate(tagger)`` scores the test split the
+    model was trained with, as ``tagger evaluate MODEL`` does.
     """
     import datasets
 
@@ -86,6 +90,7 @@ def evaluate(model, data=None, split: str = "test", strict: bool = False, **load
 
     tagger = model if isinstance(model, Tagger) else Tagger.load(model)
     if not isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
+        data, load_options = training_source(tagger.config, data, **load_options)
         data = load_data(data, **load_options)
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
@@ -94,3 +99,15 @@ def evaluate(model, data=None, split: str = "test", strict: bool = False, **load
     gold = decoded_tags(data)
     tagger.vocab.label_ids(t for tags in gold for t in tags)  # unknown labels: clear error
     return score(gold, tagger.predict(data["tokens"]), strict=strict)
+
+
+def training_source(config, data=None, **load_options) -> tuple:
+    """``(source, load_data options)`` to read ``data`` as a model of ``config`` was
+    trained: its own source (``data``, ``dev``, ``test``, ``revision``) when ``data`` is
+    None, its ``encoding`` and ``tag_column`` either way; options given (not None) win."""
+    defaults = {"encoding": config.encoding, "tag_column": config.tag_column}
+    if data is None:
+        data = config.data
+        defaults.update(dev=config.dev, test=config.test, revision=config.revision)
+    given = {key: value for key, value in load_options.items() if value is not None}
+    return data, {**defaults, **given}

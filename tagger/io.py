@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,25 +114,53 @@ def save_model(
 
 def write_dir(path: Path, contents: dict[str, bytes], what: str) -> None:
     """Write the files ``contents`` (in order) as the folder ``path``, atomically: into a
-    temporary sibling, flushed to disk, then renamed into place. An ``OSError`` (disk
-    full, no permission) becomes one ``cannot write WHAT: reason`` line."""
+    temporary sibling, flushed to disk, then renamed into place (``write_dir_with``). An
+    ``OSError`` (disk full, no permission) becomes one ``cannot write WHAT: reason`` line."""
+
+    def fill(tmp: Path) -> None:
+        for name, content in contents.items():
+            (tmp / name).write_bytes(content)
+
+    write_dir_with(path, fill, what)
+
+
+def write_dir_with(path: Path, fill: Callable[[Path], object], what: str) -> None:
+    """Make the folder ``path`` atomically with ``fill``, which writes its files (and
+    subfolders) into the empty folder it is given: a temporary sibling
+    ``.NAME.tmp-PID-RANDOM``, flushed to disk and then renamed over ``path``
+    (``replace_dir``). If anything fails the temporary folder is removed and ``path``
+    is as it was; one a killed process left is removed by the next writer of ``path``.
+    An ``OSError`` (disk full, no permission) becomes one ``cannot write WHAT: reason``
+    line; other errors from ``fill`` pass through."""
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)  # what a killed run left behind
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
         try:
-            for name, content in contents.items():
-                (tmp / name).write_bytes(content)
-            for name in contents:  # a power cut must not leave a renamed but empty file
-                with open(tmp / name, "rb") as fh:
-                    os.fsync(fh.fileno())
+            fill(tmp)
+            _fsync_tree(tmp)  # a power cut must not leave a renamed but empty file
             replace_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     except OSError as err:
         raise TaggerError(f"cannot write {what}: {err.strerror or err}") from None
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk, and (best effort) the folders below it,
+    so their entries survive too; links are not followed."""
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            file = os.path.join(root, name)
+            if os.path.islink(file):
+                continue
+            with open(file, "rb") as fh:
+                os.fsync(fh.fileno())
+        for name in dirs:
+            _fsync_folder(Path(root) / name)
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -245,15 +274,19 @@ def check_replaceable(path: Path, kinds: tuple[str, ...], overwrite: bool, flag:
         if not overwrite:
             raise TaggerError(f"{path} already exists; pass --overwrite to replace it")
         return
-    if path.is_dir() and not path.is_symlink():
+    if path.is_symlink():
+        what = "a symbolic link"
+    elif path.is_dir():
         what = "a folder"
         try:
-            shown = sorted(p.name for p in path.iterdir())
-            if shown:
-                listing = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
-                what = f"a folder of other files ({listing})"
+            names = sorted(p.name for p in path.iterdir())
         except OSError:
-            pass
+            names = []
+        if names:  # the files that are not tagger's first: those are why
+            ours = MODEL_FILES | CHECKPOINT_FILES | {ENSEMBLE_PLAN}
+            names = [n for n in names if n not in ours] + [n for n in names if n in ours]
+            listing = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            what = f"a folder of other files ({listing})"
     else:
         what = "a file" if path.is_file() else "something else"
     wanted = " or ".join(KINDS[k] for k in kinds)
@@ -270,6 +303,8 @@ class OutputLock:
 
     def __init__(self, output: Path, what: str = "training run") -> None:
         output = Path(output).absolute()
+        if not output.name:  # "/": no sibling to lock, no parent to write into
+            raise TaggerError(f"{output} cannot be an output folder; choose another --output")
         self.file = output.with_name(f".{output.name}.lock")
         self.output = output
         self.what = what
@@ -577,11 +612,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def check_output_file(path: str | Path | None, inputs=(), flag: str = "--output") -> None:
+def check_output_file(
+    path: str | Path | None, inputs=(), flag: str = "--output", overwrite: bool | None = None
+) -> None:
     """Refuse at once, before any work, an output file that would destroy one of
     ``inputs`` (the same file under any name: symlinks, hard links), that is a folder,
-    or whose folder is missing. ``None`` or ``-`` is standard output: refused only when
-    it is redirected into one of ``inputs``."""
+    whose folder is missing, or (``overwrite`` False) that exists as a regular file: the
+    user's file is replaced only when asked. ``None`` or ``-`` is standard output:
+    refused only when it is redirected into one of ``inputs``."""
     if path is None or str(path) == "-":
         import sys
 
@@ -606,6 +644,8 @@ def check_output_file(path: str | Path | None, inputs=(), flag: str = "--output"
             )
     if path.is_dir():
         raise TaggerError(f"cannot write {path}: it is a folder; give {flag} a file name")
+    if overwrite is False and path.is_file():
+        raise TaggerError(f"{path} already exists; pass --overwrite to replace it")
     parent = _target(path).parent
     if not parent.is_dir():
         above = parent

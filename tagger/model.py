@@ -12,7 +12,7 @@ from torch import _VF, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from tagger.batching import CASINGS, Batch
-from tagger.config import TrainConfig
+from tagger.config import ModelConfig, TrainConfig
 from tagger.crf import CRF
 from tagger.vocab import PAD_ID, UNK_ID, Vocab
 
@@ -55,28 +55,57 @@ class CharLSTM(nn.Module):
 
 
 class Embedder(nn.Module):
-    """Word embedding (+ character features) (+ casing embedding), concatenated."""
+    """Word embedding (+ character features) (+ casing embedding), concatenated.
 
-    def __init__(self, config: TrainConfig, n_words: int, n_chars: int) -> None:
+    ``char_encoder``: ``"cnn"`` (``char_hidden`` filters of width ``char_kernel``),
+    ``"lstm"`` (``char_hidden`` units per direction) or ``"none"``; ``casing_dim`` 0 turns
+    the casing embedding off; ``word_dropout``: probability of replacing a training word
+    by UNK.
+    """
+
+    def __init__(
+        self,
+        n_words: int,
+        n_chars: int,
+        *,
+        word_dim: int,
+        char_encoder: str,
+        char_dim: int,
+        char_hidden: int,
+        char_kernel: int,
+        casing_dim: int,
+        word_dropout: float,
+    ) -> None:
         super().__init__()
-        self.drops_words = config.word_dropout > 0
+        self.drops_words = word_dropout > 0
         # Per-word probability of being replaced by UNK in training: word_dropout for all,
         # more for rare words (``set_word_counts``). Not saved: prediction never drops.
-        self.register_buffer(
-            "drop_prob", torch.full((n_words,), config.word_dropout), persistent=False
-        )
-        self.words = nn.Embedding(n_words, config.word_dim, padding_idx=PAD_ID)
+        self.register_buffer("drop_prob", torch.full((n_words,), word_dropout), persistent=False)
+        self.words = nn.Embedding(n_words, word_dim, padding_idx=PAD_ID)
         nn.init.uniform_(self.words.weight, -0.1, 0.1)
         self.chars: nn.Module | None = None
-        if config.char_encoder == "cnn":
-            self.chars = CharCNN(n_chars, config.char_dim, config.char_hidden, config.char_kernel)
-        elif config.char_encoder == "lstm":
-            self.chars = CharLSTM(n_chars, config.char_dim, config.char_hidden)
-        self.casing = nn.Embedding(len(CASINGS), config.casing_dim) if config.casing_dim else None
+        if char_encoder == "cnn":
+            self.chars = CharCNN(n_chars, char_dim, char_hidden, char_kernel)
+        elif char_encoder == "lstm":
+            self.chars = CharLSTM(n_chars, char_dim, char_hidden)
+        self.casing = nn.Embedding(len(CASINGS), casing_dim) if casing_dim else None
         self.output_dim = (
-            config.word_dim
-            + (self.chars.output_dim if self.chars is not None else 0)
-            + config.casing_dim
+            word_dim + (self.chars.output_dim if self.chars is not None else 0) + casing_dim
+        )
+
+    @classmethod
+    def of(cls, config: ModelConfig, n_words: int, n_chars: int) -> Embedder:
+        """The embedder ``config`` describes, for ``n_words`` words and ``n_chars`` chars."""
+        return cls(
+            n_words,
+            n_chars,
+            word_dim=config.word_dim,
+            char_encoder=config.char_encoder,
+            char_dim=config.char_dim,
+            char_hidden=config.char_hidden,
+            char_kernel=config.char_kernel,
+            casing_dim=config.casing_dim,
+            word_dropout=config.word_dropout,
         )
 
     def load_pretrained(self, vocab: Vocab, vectors: dict[str, np.ndarray], freeze: bool) -> int:
@@ -167,19 +196,31 @@ def _one_direction(rnn: nn.RNNBase, x: torch.Tensor, weights: list[torch.Tensor]
 
 
 class Encoder(nn.Module):
-    """A (bi)directional, stacked RNN / LSTM / GRU over the padded batch (``run_rnn``)."""
+    """A (bi)directional, stacked RNN / LSTM / GRU over the padded batch (``run_rnn``).
 
-    def __init__(self, config: TrainConfig, input_dim: int) -> None:
+    ``cell``: ``"rnn"``, ``"lstm"`` or ``"gru"``; ``dropout`` applies between stacked
+    layers (so only when ``num_layers`` > 1).
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_dim: int,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.rnn = RNN_CELLS[config.cell](
+        self.rnn = RNN_CELLS[cell](
             input_dim,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.output_dim = config.hidden_size * (2 if config.bidirectional else 1)
+        self.output_dim = hidden_size * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, input_dim), lengths (B,) -> (B, T, output_dim); zeros at padding."""
@@ -221,8 +262,9 @@ class CRFDecoder(nn.Module):
         return self.crf.marginals(emissions, mask)
 
 
-def make_decoder(config: TrainConfig, vocab: Vocab) -> CRFDecoder | SoftmaxDecoder:
-    return CRFDecoder(vocab.labels, config.scheme) if config.decoder == "crf" else SoftmaxDecoder()
+def make_decoder(decoder: str, labels: list[str], scheme: str) -> CRFDecoder | SoftmaxDecoder:
+    """``decoder`` ``"crf"`` (constrained by ``scheme``) or ``"softmax"`` over ``labels``."""
+    return CRFDecoder(labels, scheme) if decoder == "crf" else SoftmaxDecoder()
 
 
 class Dropout(nn.Module):
@@ -242,13 +284,21 @@ class Dropout(nn.Module):
 class SequenceTagger(nn.Module):
     """Embedder -> Encoder -> dropout -> linear label scores -> decoder."""
 
-    def __init__(self, config: TrainConfig, vocab: Vocab) -> None:
+    def __init__(self, config: ModelConfig, vocab: Vocab) -> None:
         super().__init__()
-        self.embedder = Embedder(config, len(vocab.words), len(vocab.chars))
-        self.encoder = Encoder(config, self.embedder.output_dim)
+        # Built in this order: the seed's random draws initialise them one after another.
+        self.embedder = Embedder.of(config, len(vocab.words), len(vocab.chars))
+        self.encoder = Encoder(
+            config.cell,
+            self.embedder.output_dim,
+            config.hidden_size,
+            config.num_layers,
+            config.bidirectional,
+            config.dropout,
+        )
         self.dropout = Dropout(config.dropout)
         self.projection = nn.Linear(self.encoder.output_dim, len(vocab.labels))
-        self.decoder = make_decoder(config, vocab)
+        self.decoder = make_decoder(config.decoder, vocab.labels, config.scheme)
 
     def emissions(self, batch: Batch) -> torch.Tensor:
         """Label scores before decoding, (B, T, K)."""
@@ -278,13 +328,13 @@ class Ensemble(nn.Module):
     Costs N times the encoder work at prediction time.
     """
 
-    def __init__(self, config: TrainConfig, vocab: Vocab, size: int) -> None:
+    def __init__(self, config: ModelConfig, vocab: Vocab, size: int) -> None:
         super().__init__()
         self.members = nn.ModuleList(SequenceTagger(config, vocab) for _ in range(size))
-        self.decoder = make_decoder(config, vocab)
+        self.decoder = make_decoder(config.decoder, vocab.labels, config.scheme)
 
     @classmethod
-    def of(cls, members: list[SequenceTagger], config: TrainConfig, vocab: Vocab) -> Ensemble:
+    def of(cls, members: list[SequenceTagger], config: ModelConfig, vocab: Vocab) -> Ensemble:
         """An ensemble of trained members (same config and vocabulary); the CRF's
         transitions become the mean of theirs."""
         ensemble = cls(config, vocab, len(members))
@@ -305,6 +355,7 @@ class Ensemble(nn.Module):
 
 def build_model(config: TrainConfig, vocab: Vocab) -> SequenceTagger | Ensemble:
     """The network a config describes: one tagger, or an ensemble of ``config.ensemble``."""
-    if config.ensemble > 1:
-        return Ensemble(config, vocab, config.ensemble)
-    return SequenceTagger(config, vocab)
+    model = config.model
+    if model.ensemble > 1:
+        return Ensemble(model, vocab, model.ensemble)
+    return SequenceTagger(model, vocab)

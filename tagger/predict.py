@@ -20,7 +20,7 @@ from tagger.config import TrainConfig
 from tagger.data import open_binary
 from tagger.distributed import SINGLE, World, gather
 from tagger.errors import TaggerError
-from tagger.io import ModelFiles, load_model, save_model, write_atomic  # noqa: F401 (moved)
+from tagger.io import ModelFiles, load_model, save_model
 from tagger.model import Ensemble, SequenceTagger, build_model
 from tagger.runtime import autocast, resolve_device, trim_memory
 from tagger.vocab import Vocab
@@ -162,14 +162,9 @@ class Tagger:
         return self._nlp
 
     def tag_docs(self, docs: Sequence) -> list[list[tuple[int, int, str]]]:
-        """Entity spans ``(start_char, end_char, label)`` for each spaCy ``Doc``."""
-        sentences, owners = [], []
-        for d, doc in enumerate(docs):
-            for sent in doc.sents:
-                tokens = [t for t in sent if not t.is_space]
-                if tokens:
-                    sentences.append(tokens)
-                    owners.append(d)
+        """Entity spans ``(start_char, end_char, label)`` for each spaCy ``Doc``, tagged
+        sentence by sentence (``doc_sentences``)."""
+        sentences, owners = doc_sentences(docs)
         tags = self.predict([[t.text for t in s] for s in sentences])
         found: list[list[tuple[int, int, str]]] = [[] for _ in docs]
         for tokens, tag_list, d in zip(sentences, tags, owners):
@@ -182,6 +177,21 @@ class Tagger:
         """Entities in raw text: ``{"text", "label", "start", "end"}`` with character offsets."""
         (spans,) = self.tag_docs([self.nlp(text)])
         return [{"text": text[s:e], "label": label, "start": s, "end": e} for s, e, label in spans]
+
+
+def doc_sentences(docs: Sequence) -> tuple[list[list], list[int]]:
+    """What the model tags in spaCy docs: each sentence's tokens less whitespace tokens
+    (a sentence with none left is skipped), and for each sentence the index in ``docs``
+    of the doc it is from. A doc without sentence boundaries is one sentence."""
+    sentences, owners = [], []
+    for d, doc in enumerate(docs):
+        sents = doc.sents if doc.has_annotation("SENT_START") else [doc[:]]
+        for sent in sents:
+            tokens = [t for t in sent if not t.is_space]
+            if tokens:
+                sentences.append(tokens)
+                owners.append(d)
+    return sentences, owners
 
 
 def decode_all(

@@ -9,8 +9,6 @@ This module deliberately has no ``from __future__ import annotations``: spaCy
 validates factory arguments from the factory's runtime annotations.
 """
 
-import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -29,10 +27,13 @@ from spacy.util import minibatch
 from tagger import __version__, schemes
 from tagger.data import decoded_tags
 from tagger.errors import TaggerError
-from tagger.io import CONFIG, METRICS, VOCAB, WEIGHTS, check_replaceable, replace_dir
-from tagger.predict import Tagger
+from tagger.io import CONFIG, METRICS, VOCAB, WEIGHTS, check_replaceable, write_dir_with
+from tagger.predict import Tagger, doc_sentences
 
 ENTS_MODES = ("overwrite", "fill")
+# What ``predict`` finds in one doc: ``(start, end, label, confidence)`` per entity,
+# ``start``/``end`` token indices into the doc (end exclusive).
+DocEntities = list[tuple[int, int, str, float]]
 # The model folder's files that loading reads: the keys of the to_bytes dict, and the
 # only names from_bytes ever writes.
 MODEL_FILES = (CONFIG, VOCAB, WEIGHTS, METRICS)
@@ -123,40 +124,52 @@ class TaggerNER(Pipe):
 
     # ------------------------------------------------------------------ tagging
 
+    # spaCy's ``TrainablePipe`` contract: ``predict`` computes without touching the
+    # docs, ``set_annotations`` writes the result; both calls go through the error
+    # handler (``nlp.set_error_handler``), which re-raises unless told otherwise.
+
     def __call__(self, doc: Doc) -> Doc:
-        self._annotate([doc])
-        return doc
+        error_handler = self.get_error_handler()
+        try:
+            self.set_annotations([doc], self.predict([doc]))
+        except Exception as err:
+            error_handler(self.name, self, [doc], err)
+        return doc  # also when the handler let an error pass: a pipeline needs the doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
         """Tag ``batch_size`` docs at a time with one model call over all their sentences."""
         error_handler = self.get_error_handler()
         for docs in minibatch(stream, size=batch_size):
             try:
-                self._annotate(docs)
+                self.set_annotations(docs, self.predict(docs))
                 yield from docs
             except Exception as err:
                 error_handler(self.name, self, docs, err)
 
-    def _annotate(self, docs: list[Doc]) -> None:
-        """Tag every sentence of ``docs`` in one ``predict_with_scores`` call; set ents."""
-        sentences, owners = [], []
-        for d, doc in enumerate(docs):
-            # Without sentence boundaries the whole doc is one sentence.
-            sents = doc.sents if doc.has_annotation("SENT_START") else [doc[:]]
-            for sent in sents:
-                tokens = [t for t in sent if not t.is_space]  # as in Tagger.tag_docs
-                if tokens:
-                    sentences.append(tokens)
-                    owners.append(d)
+    def predict(self, docs: Iterable[Doc]) -> list[DocEntities]:
+        """The entities of each doc, ``(start, end, label, confidence)`` with token
+        indices, from one ``predict_with_scores`` call over all the docs' sentences
+        (gathered as ``Tagger.tag_docs`` does); the docs are left unchanged."""
+        docs = list(docs)
+        sentences, owners = doc_sentences(docs)
         tags, probs = self.tagger.predict_with_scores([[t.text for t in s] for s in sentences])
-        found: list[list[Span]] = [[] for _ in docs]
+        found: list[DocEntities] = [[] for _ in docs]
         for tokens, tag_list, prob, d in zip(sentences, tags, probs, owners):
             for start, end, label in schemes.spans(tag_list):
-                span = Span(docs[d], tokens[start].i, tokens[end - 1].i + 1, label=label)
                 # Marginals are exp(log-sum-exp): rounding can put them a hair above 1.
-                span._.tagger_confidence = min(1.0, float(prob[start:end].mean()))
-                found[d].append(span)
-        for doc, spans in zip(docs, found):
+                confidence = min(1.0, float(prob[start:end].mean()))
+                found[d].append((tokens[start].i, tokens[end - 1].i + 1, label, confidence))
+        return found
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: list[DocEntities]) -> None:
+        """Set ``doc.ents`` (and ``span._.tagger_confidence``) from ``predict``'s output,
+        replacing the doc's entities or, with ``ents_mode`` ``"fill"``, adding to them."""
+        for doc, entities in zip(docs, predictions):
+            spans = []
+            for start, end, label, confidence in entities:
+                span = Span(doc, start, end, label=label)
+                span._.tagger_confidence = confidence
+                spans.append(span)
             if self.ents_mode == "fill":
                 taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
                 spans = [*doc.ents, *(s for s in spans if taken.isdisjoint(range(s.start, s.end)))]
@@ -243,16 +256,7 @@ def export_spacy(
             f"{', '.join(tagger.entity_types)}"
         ),
     )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-        try:
-            nlp.to_disk(tmp / out.name)  # spaCy creates it with the usual permissions
-            replace_dir(tmp / out.name, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as err:
-        raise TaggerError(f"cannot write the pipeline to {out}: {err.strerror or err}") from None
+    write_dir_with(out, nlp.to_disk, f"the pipeline to {out}")
     return out
 
 

@@ -3,35 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
-import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from tagger import schemes
 from tagger.batching import Encoded, encode
 from tagger.checkpoint import META as CHECKPOINT_META
 from tagger.checkpoint import (
-    capture,
     checkpoint_dir,
     load_checkpoint,
-    restore,
     save_checkpoint,
-    tensors_under,
 )
 from tagger.config import TrainConfig
 from tagger.data import decoded_tags, load_data, tag_names
-from tagger.distributed import SINGLE, World, barrier, broadcast, gather, rank_batches
+from tagger.distributed import SINGLE, World, barrier, broadcast
 from tagger.distributed import current as current_world
 from tagger.distributed import start as start_distributed
 from tagger.distributed import stop as stop_distributed
@@ -41,16 +35,19 @@ from tagger.evaluation import format_report, score
 from tagger.io import (
     ENSEMBLE_PLAN,
     PLOT,
+    ModelFiles,
     OutputLock,
     check_replaceable,
     folder_kind,
     read_metrics,
     recover_dir,
+    save_model,
     write_dir,
 )
 from tagger.model import Ensemble, SequenceTagger
 from tagger.predict import Tagger
-from tagger.runtime import autocast, resolve_device, seed_everything, set_threads
+from tagger.runtime import resolve_device, seed_everything, set_threads
+from tagger.trainer import Diverged, TrainingRun
 from tagger.vocab import Vocab
 
 if TYPE_CHECKING:
@@ -122,7 +119,7 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         vocab = Vocab.from_dict(broadcast(vocab.to_dict() if vocab else None, world))
     encoded = {split: encode(vocab, ds["tokens"], decoded_tags(ds)) for split, ds in data.items()}
     gold = {split: [schemes.to_iob2(t) for t in decoded_tags(ds)] for split, ds in data.items()}
-    model = SequenceTagger(config, vocab)
+    model = SequenceTagger(config.model, vocab)
     if vectors is not None:
         model.embedder.load_pretrained(vocab, vectors.vectors, config.freeze_embeddings)
     if config.unk_replace:
@@ -140,27 +137,26 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
     return Setup(config, data, vocab, encoded, gold, model.to(device), device)
 
 
+def dry_run(config: TrainConfig, say=lambda *_: None) -> str:
+    """Build the data, vocabulary and model a run would train, train nothing, and return
+    the model summary (``tagger train --dry-run``): a cheap check of a config."""
+    from tagger.summary import summary
+
+    config = config.validate()
+    set_threads(config.threads)
+    setup = build(replace(config, ensemble=1), say=say)
+    model = setup.model
+    if config.ensemble > 1:
+        model = Ensemble.of([model] * config.ensemble, setup.config.model, setup.vocab)
+    return summary(model)
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C in training; the message says what was saved and how to go on. A
     ``KeyboardInterrupt``, so notebooks stop as usual and the CLI exits 130."""
 
 
-class Diverged(TaggerError):
-    """The loss or the weights stopped being finite numbers."""
-
-
 RESUMABLE = frozenset({"max_epochs", "patience", "device", "threads"})  # may change on resume
-
-
-@dataclass
-class RunState:
-    """The counters of a run, saved in its checkpoint."""
-
-    best_f1: float = -1.0
-    best_epoch: int = 0
-    stale: int = 0  # epochs since the last dev improvement
-    epochs: list[dict] = field(default_factory=list)  # one log entry per epoch
-    seconds: float = 0.0  # wall time spent before this process (a resumed run)
 
 
 def train(
@@ -177,7 +173,7 @@ def train(
     the checkpoint of an interrupted run, which then continues with the checkpoint's config
     (only ``max_epochs``, ``patience``, ``device`` and ``threads`` may be overridden) and
     ends with the same weights as an uninterrupted run. Ctrl-C ends training early, keeps
-    the best epoch so far and says how to resume.
+    the best epoch so far, says how to resume and raises ``Interrupted``.
     """
     ckpt, work = None, None
     if resume is not None:
@@ -225,129 +221,52 @@ def _train_one(config: TrainConfig, ckpt, resume: Path | None, progress: bool) -
     world = current_world()
     say = _printer(progress and world.main)
     try:
-        return _run(config, ckpt, saved_to, output, world, say, progress, replace_old)
+        setup = build(config, say, world)
+        run = TrainingRun(setup, world)
+        if ckpt is not None:
+            if ckpt.fingerprint != run.fingerprint or ckpt.vocab != setup.vocab:
+                raise TaggerError(
+                    f"the training data of {config.data or 'the bundled corpus'} changed since "
+                    f"the checkpoint {saved_to} was written; start a new run instead"
+                )
+            run.restore(ckpt)
+            say(f"resuming from {saved_to} after epoch {ckpt.epoch}")
+        return _run(run, ckpt.epoch if ckpt else 0, saved_to, output, say, progress, replace_old)
     finally:
         stop_distributed(world)
 
 
 def _run(
-    config, ckpt, saved_to: Path, output: Path, world: World, say, progress: bool, replace_old
+    run: TrainingRun,
+    checkpointed: int,
+    saved_to: Path,
+    output: Path,
+    say,
+    progress: bool,
+    replace_old: bool,
 ) -> Path:
-    """The body of ``train``: build, epochs, final scores, save (rank 0 writes).
-
-    ``replace_old``: the output folder may be replaced (asked for, or an interrupted
-    run's model that this resumed run continues); decided before the run starts."""
-    setup = build(config, say, world)
-    config, data, vocab, encoded, gold, model, device = (
-        setup.config,
-        setup.data,
-        setup.vocab,
-        setup.encoded,
-        setup.gold,
-        setup.model,
-        setup.device,
-    )
-    data_print = fingerprint(data["train"]["tokens"], gold["train"])  # IOB2: any scheme
-    if ckpt is not None and (ckpt.fingerprint != data_print or ckpt.vocab != vocab):
-        raise TaggerError(
-            f"the training data of {config.data or 'the bundled corpus'} changed since the "
-            f"checkpoint {saved_to} was written; start a new run instead"
-        )
-    n_params = sum(p.numel() for p in model.parameters())
-    # An exponential moving average of the weights is what gets scored and saved: it
-    # smooths the step-to-step noise of Adam, so dev F1 is steadier and higher.
-    ema = None
-    if config.ema_decay:
-        ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(config.ema_decay))
-    final_model = ema.module if ema is not None else model
-    scorer = Tagger(final_model, config, vocab)  # shares the module: scores what predict() gives
-    optimizer = _optimizer(config, model)
-    net = model  # what computes the loss; DDP syncs the gradients of its module
-    if world.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
-    )
-    rng = np.random.default_rng(config.seed)
-    run = RunState()
-    best_state = None
-    if ckpt is not None:
-        restore(ckpt, {"model": model, "ema": ema}, optimizer, schedule, rng)
-        run = RunState(**ckpt.progress)
-        best_state = tensors_under(ckpt, "best")
-        say(f"resuming from {saved_to} after epoch {ckpt.epoch}")
-
-    interrupted = False
-    checkpointed = ckpt.epoch if ckpt is not None else 0  # last epoch in the checkpoint
+    """The epoch loop with early stopping, checkpoints and Ctrl-C, then the model folder
+    (rank 0 writes). ``checkpointed``: the last epoch in the checkpoint; ``replace_old``:
+    the output may be replaced (asked for, or an interrupted run's model that this
+    resumed run continues), decided before the run started."""
+    config, world = run.config, run.world
     started = time.perf_counter()
-    n_tokens = int(encoded["train"].lengths.sum())
-    first = len(run.epochs) + 1
+    interrupted = False
     try:
-        for epoch in range(first, config.max_epochs + 1):
-            if run.stale >= config.patience:
+        for epoch in range(len(run.epochs) + 1, config.max_epochs + 1):
+            if run.stopping.should_stop:
                 break  # a resumed run that had already stopped early
-            t0 = time.perf_counter()
-            loss = _train_epoch(
-                net,
-                ema,
-                encoded["train"],
-                config,
-                optimizer,
-                rng,
-                device,
-                epoch,
-                progress,
-                last_dev=run.epochs[-1]["dev_f1"] if run.epochs else None,
-                world=world,
-            )
-            _check_finite(loss, model, ema, epoch)
-            seconds = time.perf_counter() - t0
-            schedule.step()
-            dev_tags = scorer.predict_encoded(encoded["validation"], world=world)[0]
-            dev = score(gold["validation"], dev_tags)
-            improved = dev["f1"] > run.best_f1
-            if improved:
-                run.best_f1, run.best_epoch, run.stale = dev["f1"], epoch, 0
-                best_state = copy.deepcopy(final_model.state_dict())
-            else:
-                run.stale += 1
-            run.epochs.append(
-                {
-                    "epoch": epoch,
-                    "loss": round(loss, 6),
-                    "dev_f1": dev["f1"],
-                    "dev_precision": dev["precision"],
-                    "dev_recall": dev["recall"],
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": round(seconds, 3),
-                    "tokens_per_s": round(n_tokens / seconds, 1),
-                }
-            )
-            elapsed = run.seconds + time.perf_counter() - started
+            entry, improved = run.epoch(epoch, progress)
             if world.main:
-                save_checkpoint(
-                    saved_to,
-                    capture(
-                        config,
-                        vocab,
-                        data_print,
-                        epoch,
-                        {**asdict(run), "seconds": elapsed},
-                        {"model": model, "ema": ema, "best": best_state},
-                        optimizer,
-                        schedule,
-                        rng,
-                    ),
-                )
+                elapsed = run.seconds_before + time.perf_counter() - started
+                save_checkpoint(saved_to, run.snapshot(epoch, elapsed))
             checkpointed = epoch
             say(
-                f"epoch {epoch:3d}/{config.max_epochs}  loss {loss:8.4f}"
-                f"  dev F1 {100 * dev['f1']:6.2f}"
-                f"  {seconds:6.1f} s  {n_tokens / seconds:9,.0f} tok/s{'  *' if improved else ''}"
+                f"epoch {epoch:3d}/{config.max_epochs}  loss {entry['loss']:8.4f}"
+                f"  dev F1 {100 * entry['dev_f1']:6.2f}  {entry['seconds']:6.1f} s"
+                f"  {entry['tokens_per_s']:9,.0f} tok/s{'  *' if improved else ''}"
             )
-            if run.stale >= config.patience:
+            if run.stopping.should_stop:
                 say(f"no dev improvement for {config.patience} epochs: stopping")
                 break
     except Diverged as err:
@@ -357,58 +276,96 @@ def _run(
             f"try a lower learning rate (--lr, now {config.lr:g})"
         ) from None
     except KeyboardInterrupt:
-        interrupted = True
-        if best_state is None:
+        if run.best_state is None:
             raise Interrupted(
                 "interrupted before the first epoch ended; nothing was saved"
             ) from None
-        resume_hint = (
+        interrupted = True
+    run.use_best()
+    seconds = run.seconds_before + time.perf_counter() - started
+    best = run.stopping.best_epoch
+    history = {
+        "best_epoch": best,
+        "seconds": round(seconds, 1),
+        "interrupted": interrupted,
+        "epochs": run.epochs,
+    }
+    save_final(
+        run.final_model,
+        config,
+        run.setup,
+        output,
+        history,
+        replace_old,
+        say,
+        f"best epoch {best}",
+        world,
+    )
+    if world.main and not interrupted:
+        shutil.rmtree(saved_to, ignore_errors=True)  # the model is complete: no resume
+    if interrupted:
+        hint = (
             f"the checkpoint after epoch {checkpointed} is in {saved_to}\n"
             f"continue with: tagger train --resume {saved_to}"
             if checkpointed
             else "no checkpoint was written yet"
         )
+        raise Interrupted(
+            f"interrupted in epoch {checkpointed + 1}: {hint}\n"
+            f"the best epoch so far ({run.stopping.best_epoch}) is saved to {output}"
+            if world.main
+            else ""
+        )
+    return output
 
-    final_model.load_state_dict(best_state)
+
+def save_final(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    setup: Setup,
+    output: Path,
+    history: dict,
+    replace_old: bool,
+    say,
+    heading: str,
+    world: World = SINGLE,
+) -> None:
+    """Score the final model (one tagger or an ensemble) on dev and test, write its
+    model folder (rank 0) and print the reports: the one place a run's result is saved.
+    ``history``: ``best_epoch``, ``seconds``, ``interrupted``, ``epochs`` (and an
+    ensemble's ``members``)."""
+    scorer = Tagger(model, config, setup.vocab)
     final = {
-        split: score(gold[split], scorer.predict_encoded(encoded[split], world=world)[0])
+        split: score(
+            setup.gold[split], scorer.predict_encoded(setup.encoded[split], world=world)[0]
+        )
         for split in ("validation", "test")
-        if split in encoded
+        if split in setup.encoded
     }
     metrics = {
-        "best_epoch": run.best_epoch,
+        "best_epoch": history["best_epoch"],  # first in metrics.json
         "dev_f1": final["validation"]["f1"],
         "test_f1": final["test"]["f1"] if "test" in final else None,
         "dev": final["validation"],
         "test": final.get("test"),
-        "parameters": n_params,
-        "seconds": round(run.seconds + time.perf_counter() - started, 1),
-        "interrupted": interrupted,
-        "epochs": run.epochs,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **{k: v for k, v in history.items() if k != "best_epoch"},
     }
     data_info = {
-        "fingerprint": data_print,
+        "fingerprint": fingerprint(setup.data["train"]["tokens"], setup.gold["train"]),
         "source": config.data or "bundled",
-        "sentences": {split: len(ds) for split, ds in data.items()},
+        "sentences": {split: len(ds) for split, ds in setup.data.items()},
     }
-    scorer.metrics, scorer.data = metrics, data_info
     if world.main:
-        plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
-        scorer.save(output, overwrite=replace_old, extras=plot)
-        if not interrupted:
-            shutil.rmtree(saved_to, ignore_errors=True)  # the model is complete: no resume
-    if interrupted:
-        raise Interrupted(
-            f"interrupted in epoch {checkpointed + 1}: {resume_hint}\n"
-            f"the best epoch so far ({run.best_epoch}) is saved to {output}"
-            if world.main
-            else ""
-        )
-    barrier(world)  # the other ranks return once the model is on disk
+        plot = {}
+        if metrics["epochs"]:
+            plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
+        files = ModelFiles(config, setup.vocab, model.state_dict(), metrics, data_info)
+        save_model(output, files, overwrite=replace_old, extras=plot)
+    barrier(world)  # the other ranks go on once the model is on disk
     for split, scores in final.items():
-        say(f"\n{split} (best epoch {run.best_epoch}):\n{format_report(scores)}")
+        say(f"\n{split} ({heading}):\n{format_report(scores)}")
     say(f"\nmodel saved to {output}")
-    return output
 
 
 def _train_ensemble(
@@ -487,19 +444,15 @@ def _finished(folder: Path) -> bool:
 
 
 def _save_ensemble(config: TrainConfig, folders: list[Path], output: Path, work: Path, say) -> Path:
-    """Combine the trained members, score the ensemble on dev and test, save it."""
+    """Combine the trained members into one model folder, then remove the work folder."""
     started = time.perf_counter()
     setup = build(replace(config, ensemble=1))
+    config = replace(setup.config, ensemble=config.ensemble)  # word_dim follows the vectors
     members = [Tagger.load(folder, config.device) for folder in folders]
     if any(m.vocab != setup.vocab for m in members):
         raise TaggerError(f"the members in {work} were trained on other data; start over")
-    ensemble = Ensemble.of([m.model for m in members], config, setup.vocab).to(setup.device)
-    scorer = Tagger(ensemble, config, setup.vocab)
-    final = {
-        split: score(setup.gold[split], scorer.predict_encoded(setup.encoded[split])[0])
-        for split in ("validation", "test")
-        if split in setup.encoded
-    }
+    ensemble = Ensemble.of([m.model for m in members], config.model, setup.vocab)
+    ensemble = ensemble.to(setup.device)
     runs = [
         {
             "seed": m.config.seed,
@@ -511,25 +464,26 @@ def _save_ensemble(config: TrainConfig, folders: list[Path], output: Path, work:
         }
         for m in members
     ]
-    scorer.metrics = {
+    # training time of every member (also across resumes) plus combining them
+    seconds = sum(r["seconds"] for r in runs) + time.perf_counter() - started
+    history = {
         "best_epoch": None,
-        "dev_f1": final["validation"]["f1"],
-        "test_f1": final["test"]["f1"] if "test" in final else None,
-        "dev": final["validation"],
-        "test": final.get("test"),
-        "parameters": sum(p.numel() for p in ensemble.parameters()),
-        # training time of every member (also across resumes) plus combining and scoring
-        "seconds": round(sum(r["seconds"] for r in runs) + time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
         "interrupted": False,
         "epochs": [],
         "members": runs,
     }
-    scorer.data = members[0].data
-    scorer.save(output, overwrite=config.overwrite)
+    save_final(
+        ensemble,
+        config,
+        setup,
+        output,
+        history,
+        config.overwrite,
+        say,
+        f"ensemble of {len(members)}",
+    )
     shutil.rmtree(work, ignore_errors=True)
-    for split, scores in final.items():
-        say(f"\n{split} (ensemble of {len(members)}):\n{format_report(scores)}")
-    say(f"\nmodel saved to {output}")
     return output
 
 
@@ -553,15 +507,6 @@ def _check_free(output: Path, saved_to: Path, overwrite: bool, resuming: bool) -
                 f"`tagger train --resume {saved_to}`, or pass --overwrite to start over"
             )
     return overwrite or left_by_interrupt
-
-
-def _check_finite(loss: float, model: torch.nn.Module, ema, epoch: int) -> None:
-    """Stop before a diverged epoch reaches a checkpoint or a model folder."""
-    modules = [model] + ([ema.module] if ema is not None else [])
-    if not math.isfinite(loss) or not all(
-        p.isfinite().all() for m in modules for p in m.parameters()
-    ):
-        raise Diverged(f"training diverged in epoch {epoch}: the weights are no longer finite")
 
 
 def _read_embeddings(config: TrainConfig, data, say) -> Vectors:
@@ -593,104 +538,6 @@ def _training_plot(metrics: dict, title: str) -> dict[str, bytes]:
     except Exception as err:  # whatever went wrong with the plot, keep the model
         print(f"warning: {PLOT} not written: {err}", file=sys.stderr)
         return {}
-
-
-def _ema_with_warmup(decay: float):
-    """EMA update whose decay grows as min(decay, (1 + n) / (10 + n)) with the step n,
-    so a short run (a small corpus) is not averaged with its random initialisation."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor):
-        n = float(steps)
-        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
-        for avg, cur in zip(averaged, current):
-            avg.lerp_(cur, weight)  # in place: no copy of the embedding table per step
-
-    return update
-
-
-def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam or SGD; the fused kernels (one pass over all parameters) where torch has them,
-    which matters here because the dense word-embedding update dominates a step."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            fused=True,
-        )
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-
-
-def _train_epoch(
-    net,
-    ema,
-    enc: Encoded,
-    config,
-    optimizer,
-    rng,
-    device,
-    epoch,
-    progress,
-    last_dev=None,
-    world: World = SINGLE,
-) -> float:
-    """One pass over shuffled length buckets; returns the mean loss per sentence.
-
-    ``net`` is the model, or its DistributedDataParallel wrapper: each rank then trains on
-    its slice of every global batch, weighted so the synced gradient is the global
-    batch's mean, as in one process."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    model = net.module if world.distributed else net
-    model.train()
-    if world.distributed:  # dropout masks differ between ranks, reproducibly
-        torch.manual_seed(config.seed + 7919 * epoch + world.rank)
-    total, sentences = 0.0, 0
-    n_batches = -(-len(enc) // config.batch_size)
-    columns = (
-        TextColumn(f"epoch {epoch}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("{task.fields[speed]:,.0f} tok/s"),
-        TextColumn(f"dev F1 {100 * last_dev:.2f}" if last_dev is not None else "dev F1 -"),
-        TimeRemainingColumn(),
-    )
-    tokens, t0 = 0, time.perf_counter()
-    show = progress and world.main
-    with Progress(*columns, transient=True, disable=not show) as bar:
-        task = bar.add_task("train", total=n_batches, loss=0.0, speed=0.0)
-        for batch, global_size in rank_batches(
-            enc, config.batch_size, world, shuffle=True, rng=rng
-        ):
-            batch = batch.to(device)
-            n = len(batch.index)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device):
-                loss = net(batch)  # mean over this rank's sentences
-            # DDP averages over ranks; weighting by n * ranks / global size makes that
-            # the mean over the global batch even when the slices differ in size.
-            (loss * (n * world.size / global_size) if world.distributed else loss).backward()
-            if config.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise Diverged(f"training diverged in epoch {epoch}: the loss became {value}")
-            total += value * n
-            sentences += n
-            tokens += int(batch.lengths.sum())
-            bar.update(
-                task, advance=1, loss=total / sentences, speed=tokens / (time.perf_counter() - t0)
-            )
-    if world.distributed:
-        parts = gather((total, sentences), world)
-        total, sentences = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    return total / max(sentences, 1)
 
 
 def _printer(enabled: bool):

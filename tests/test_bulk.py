@@ -119,6 +119,10 @@ def test_bulk_cli_and_its_errors(tiny_corpus, trained_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1/1 shards" in result.output and "(complete)" in result.output
     bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--split", "nope"])
+    assert bad.exit_code == 1  # checked before the data is read: another job's folder
+    assert "holds the shards of another job (split 'test')" in bad.output
+    other = tmp_path / "other"
+    bad = CliRunner().invoke(app, [*args, "--output-dir", str(other), "--split", "nope"])
     assert bad.exit_code == 1
     assert "has no split 'nope' (it has train, validation, test)" in bad.output
     bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--workers", "0"])

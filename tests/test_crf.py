@@ -212,3 +212,95 @@ def test_decode_constraints_hold_for_any_emission_scale():
     emissions[0, 0, labels.index("I-PER")] = 1e5
     best = CRF(labels, "IOB2").decode(emissions, torch.ones(1, 1, dtype=torch.bool))
     assert is_valid_iob2([labels[i] for i in best[0].tolist()])
+
+
+# ------------------------------------------------------------------ preconditions
+
+
+def _valid_inputs():
+    """A CRF over 3 labels and valid (emissions, tags, mask): lengths 3, 1."""
+    crf = CRF(["O", "B-A", "I-A"], "IOB2")
+    emissions = torch.zeros(2, 3, 3)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    tags = torch.tensor([[1, 2, 0], [0, 0, 0]])
+    return crf, emissions, tags, mask
+
+
+def _every_method(crf, emissions, tags, mask):
+    """Each public method's call on these inputs."""
+    return {
+        "log_likelihood": lambda: crf.log_likelihood(emissions, tags, mask),
+        "log_partition": lambda: crf.log_partition(emissions, mask),
+        "marginals": lambda: crf.marginals(emissions, mask),
+        "decode": lambda: crf.decode(emissions, mask),
+    }
+
+
+def test_valid_inputs_pass_every_method():
+    crf, emissions, tags, mask = _valid_inputs()
+    for call in _every_method(crf, emissions, tags, mask).values():
+        call()
+
+
+BROKEN = {
+    # name: (change to the valid inputs, part of the message)
+    "emissions not 3-d": (lambda e, t, m: (e[0], t, m), r"emissions must have shape"),
+    "wrong num_tags": (
+        lambda e, t, m: (torch.zeros(2, 3, 4), t, m),
+        r"num_tags=3\), not \(2, 3, 4\)",
+    ),
+    "integer emissions": (lambda e, t, m: (e.long(), t, m), r"emissions must be floating point"),
+    "no time steps": (
+        lambda e, t, m: (e[:, :0], t[:, :0], m[:, :0]),
+        r"at least one token, but seq_len is 0",
+    ),
+    "mask of another shape": (lambda e, t, m: (e, t, m[:, :2]), r"mask must have shape"),
+    "mask of another batch": (lambda e, t, m: (e, t, m[:1]), r"mask must have shape"),
+    "mask not bool": (lambda e, t, m: (e, t, m.long()), r"mask must be a bool tensor"),
+    "an empty sentence": (
+        lambda e, t, m: (e, t, torch.tensor([[True, True, True], [False, False, False]])),
+        r"at least one token \(mask\[:, 0\] all true\); sequence 1 has none",
+    ),
+    "mask not a prefix": (
+        lambda e, t, m: (e, t, torch.tensor([[True, False, True], [True, False, False]])),
+        r"prefix of ones .*sequence 0",
+    ),
+}
+TAG_BROKEN = {
+    "tags of another shape": (lambda e, t, m: (e, t[:, :2], m), r"tags must have shape"),
+    "tags not int64": (lambda e, t, m: (e, t.int(), m), r"tags must be int64"),
+    "tag too large": (
+        lambda e, t, m: (e, torch.tensor([[1, 2, 3], [0, 0, 0]]), m),
+        r"tags must be label ids in \[0, num_tags=3\) \(padding too\), not 3",
+    ),
+    "negative tag at padding": (
+        lambda e, t, m: (e, torch.tensor([[1, 2, 0], [0, -1, 0]]), m),
+        r"tags must be label ids .*not -1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+@pytest.mark.parametrize("method", ["log_likelihood", "log_partition", "marginals", "decode"])
+def test_broken_precondition_raises_value_error(case, method):
+    crf, *valid = _valid_inputs()
+    change, message = BROKEN[case]
+    emissions, tags, mask = change(*valid)
+    with pytest.raises(ValueError, match=r"^CRF: .*" + message):
+        _every_method(crf, emissions, tags, mask)[method]()
+
+
+@pytest.mark.parametrize("case", sorted(TAG_BROKEN))
+def test_broken_tags_raise_value_error(case):
+    crf, *valid = _valid_inputs()
+    change, message = TAG_BROKEN[case]
+    emissions, tags, mask = change(*valid)
+    with pytest.raises(ValueError, match=r"^CRF: .*" + message):
+        crf.log_likelihood(emissions, tags, mask)
+    crf.decode(emissions, mask)  # the tags are only log_likelihood's
+
+
+def test_an_empty_batch_is_allowed():
+    crf = CRF(["O", "B-A", "I-A"], "IOB2")
+    emissions, mask = torch.zeros(0, 2, 3), torch.zeros(0, 2, dtype=torch.bool)
+    assert crf.log_partition(emissions, mask).shape == (0,)

@@ -199,7 +199,7 @@ def test_resume_from_another_directory_writes_where_the_run_would_have(corpus, t
     shutil.copytree(corpus, work / "corpus")
     killer = (
         "import os, signal, sys\n"
-        "import tagger.training as t\n"
+        "import tagger.trainer as t\n"
         "real = t.rank_batches\n"
         "count = [0]\n"
         "def rank_batches(*a, **k):\n"
@@ -279,3 +279,88 @@ def test_non_finite_weights_are_never_saved(tagger_model, tmp_path):
         with torch.no_grad():
             state[key].copy_(saved)
     assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------ other outputs
+
+
+def test_predict_never_replaces_an_existing_file_unless_asked(trained_model, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("Angela Merkel visited Paris.\n")
+    for flag in ("-o", "--html"):
+        target = tmp_path / f"train{flag}.txt"
+        target.write_text("my corpus")
+        line = one_error_line(cli("predict", text, "-m", trained_model, flag, target))
+        assert line == f"error: {target} already exists; pass --overwrite to replace it"
+        assert target.read_text() == "my corpus"
+        proc = cli("predict", text, "-m", trained_model, flag, target, "--overwrite")
+        assert proc.returncode == 0, proc.stderr
+        assert target.read_text() != "my corpus"
+
+
+def test_plot_replaces_only_its_own_picture_unless_asked(trained_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    proc = cli("plot", model)  # MODEL/training.png is tagger's to redraw
+    assert proc.returncode == 0, proc.stderr
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("my corpus")
+    line = one_error_line(cli("plot", model, "-o", corpus))
+    assert line.endswith("already exists; pass --overwrite to replace it")
+    assert corpus.read_text() == "my corpus"
+    line = one_error_line(cli("plot", model, "-o", "-"))
+    assert line == "error: tagger plot writes a PNG file: give --output a file name, not -"
+
+
+def test_bulk_output_dir_keeps_files_it_did_not_write(trained_model, tmp_path):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("Angela Merkel visited Paris.\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"my": "own manifest"}')
+    (out / "notes.txt").write_text("mine")
+    line = one_error_line(cli("predict", texts, "-m", trained_model, "--output-dir", out))
+    assert "holds files a bulk job did not write (notes.txt)" in line
+    assert (out / "manifest.json").read_text() == '{"my": "own manifest"}'
+
+
+def test_bulk_output_dir_of_another_job_needs_overwrite(trained_model, tmp_path):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("Angela Merkel visited Paris.\n")
+    (texts / "b.txt").write_text("Wei Chen works for Globex.\n")
+    out = tmp_path / "out"
+    assert cli("predict", texts, "-m", trained_model, "--output-dir", out).returncode == 0
+    again = cli("predict", texts, "-m", trained_model, "--output-dir", out)  # the same job
+    assert again.returncode == 0, again.stderr
+    two = ("predict", texts, "-m", trained_model, "--output-dir", out, "--workers", "2")
+    line = one_error_line(cli(*two))
+    assert "holds the shards of another job (workers 1); pass --overwrite" in line
+    proc = cli(*two, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == [
+        "manifest.json",
+        "shard-00000-of-00002.jsonl",
+        "shard-00000-of-00002.jsonl.json",
+        "shard-00001-of-00002.jsonl",
+        "shard-00001-of-00002.jsonl.json",
+    ]
+
+
+def test_the_root_folder_is_no_output(corpus):
+    line = one_error_line(cli(*small(corpus, "/", "--overwrite")))
+    assert line == "error: / cannot be an output folder; choose another --output"
+
+
+def test_the_refusal_names_the_users_files_first(corpus, trained_model, tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(trained_model, out)
+    (out / "zz-notes.md").write_text("mine")
+    line = one_error_line(cli(*small(corpus, out, "--overwrite")))
+    assert "is a folder of other files (zz-notes.md, config.json, epochs.jsonl, ...)" in line
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    line = one_error_line(cli(*small(corpus, link, "--overwrite")))
+    assert "is a symbolic link, not a tagger model folder" in line

@@ -118,7 +118,7 @@ def test_resume_with_another_number_of_processes(runs, tmp_path):
     write_config(tmp_path / "c3.json", output=str(tmp_path / "k"))
     killer = (
         "import os, signal, sys\n"
-        "import tagger.training as t\n"
+        "import tagger.trainer as t\n"
         "real = t.rank_batches\n"
         "count = [0]\n"
         "def rank_batches(*a, **k):\n"

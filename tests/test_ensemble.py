@@ -62,7 +62,7 @@ def test_ensemble_scores_are_the_members_mean(ensemble_dir, corpus):
 def test_ensemble_of_one_member_decodes_like_the_member(corpus, tmp_path):
     path = train(tiny_config(data=str(corpus), output=str(tmp_path / "one")), progress=False)
     single = Tagger.load(path)
-    ensemble = Ensemble.of([single.model], single.config, single.vocab)
+    ensemble = Ensemble.of([single.model], single.config.model, single.vocab)
     both = Tagger(ensemble, single.config, single.vocab)
     sentences = [["Alice", "visited", "Paris"], ["ACME", "hired", "Bob", "Smith"]]
     assert both.predict(sentences) == single.predict(sentences)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
+from tagger.config import TrainConfig
 from tagger.data import decoded_tags, load_data
 from tagger.errors import TaggerError
-from tagger.evaluation import evaluate, format_report, score
+from tagger.evaluation import evaluate, format_report, score, training_source
+from tagger.predict import Tagger
 
 GOLD = [
     ["B-PER", "I-PER", "O", "B-LOC"],
@@ -99,4 +102,62 @@ def test_evaluate_errors(tagger_model, tiny_corpus, tmp_path):
     assert str(err.value) == (
         "label B-MISC is not one the model knows (O, B-LOC, I-LOC, E-LOC, S-LOC, B-ORG, "
         "I-ORG, E-ORG, S-ORG, B-PER, I-PER, E-PER, S-PER)"
+    )
+
+
+def test_evaluate_defaults_to_the_data_the_model_was_trained_on(
+    trained_model, tagger_model, tiny_corpus
+):
+    data = load_data(tiny_corpus)  # the model's config.data
+    test = score(decoded_tags(data["test"]), tagger_model.predict(data["test"]["tokens"]))
+    assert evaluate(tagger_model) == test
+    assert evaluate(trained_model, split="validation") == evaluate(
+        tagger_model, data, split="validation"
+    )
+
+
+def test_evaluate_reads_other_data_as_the_model_was_trained(tagger_model, tiny_corpus, tmp_path):
+    # A model trained on Latin-1 files with the tag in the middle column: its test
+    # split is read the same way.
+    folder = tmp_path / "tag-in-the-middle"
+    folder.mkdir()
+    for name in ("train.txt", "test.txt"):
+        lines = (tiny_corpus / name).read_text(encoding="utf-8").splitlines()
+        text = "".join(f"{line} x\n" if line.strip() else "\n" for line in lines)
+        (folder / name).write_text(text, encoding="latin-1")
+    config = dataclasses.replace(
+        tagger_model.config, data=str(folder), tag_column=1, encoding="latin-1"
+    )
+    other = Tagger(tagger_model.model, config, tagger_model.vocab)
+    expected = evaluate(tagger_model, tiny_corpus)
+    assert evaluate(other) == expected  # data, tag_column and encoding from the config
+    assert evaluate(other, folder) == expected  # tag_column and encoding from the config
+    with pytest.raises(TaggerError, match="tag .x. is not valid"):
+        evaluate(other, folder, tag_column=-1)  # options given win
+
+
+def test_training_source():
+    config = TrainConfig(
+        data="corpus/train.txt",
+        dev="dev.txt",
+        test="test.txt",
+        revision="v1",
+        encoding="latin-1",
+        tag_column=2,
+    )
+    own = {"encoding": "latin-1", "tag_column": 2}
+    assert training_source(config) == (
+        "corpus/train.txt",
+        {**own, "dev": "dev.txt", "test": "test.txt", "revision": "v1"},
+    )
+    # Other data: only the model's encoding and tag column; options given (not None) win.
+    assert training_source(config, "conll2003") == ("conll2003", own)
+    assert training_source(config, "x", encoding="utf-8", tag_column=None, dev="d") == (
+        "x",
+        {"encoding": "utf-8", "tag_column": 2, "dev": "d"},
+    )
+    assert training_source(config, None, revision=None, test="t")[1]["test"] == "t"
+    assert training_source(TrainConfig()) == (
+        None,
+        {"encoding": "utf-8", "tag_column": -1, "dev": None, "test": None, "revision": None},
     )

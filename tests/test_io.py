@@ -295,3 +295,56 @@ def test_permission_denied_is_one_line(tagger_model):
     assert str(err.value) == "cannot write the model to /sys/kernel/tagger-model: " + (
         "Operation not permitted"
     )
+
+
+def test_write_dir_with_fills_a_temporary_sibling_and_renames_it(tmp_path):
+    from tagger.io import write_dir_with
+
+    out = tmp_path / "out"
+    (tmp_path / ".out.tmp-999999-abc").mkdir()  # a dead writer's leftover: removed
+    seen = []
+
+    def fill(folder):
+        seen.append(folder.name)
+        assert folder.parent == tmp_path and not any(folder.iterdir())
+        (folder / "sub").mkdir()
+        (folder / "sub" / "a.txt").write_text("a")
+        (folder / "b.txt").write_text("b")
+
+    write_dir_with(out, fill, "the thing")
+    assert seen[0].startswith(f".out.tmp-{os.getpid()}-")
+    assert (out / "sub" / "a.txt").read_text() == "a" and (out / "b.txt").read_text() == "b"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def test_write_dir_with_failure_keeps_the_old_folder(tmp_path):
+    import errno
+
+    from tagger.io import write_dir_with
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+
+    def full(folder):
+        (folder / "half").write_text("x")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(TaggerError) as err:
+        write_dir_with(out, full, f"the thing to {out}")
+    assert str(err.value) == f"cannot write the thing to {out}: No space left on device"
+
+    def broken(folder):
+        raise ValueError("not an OSError")
+
+    with pytest.raises(ValueError, match="not an OSError"):  # passes through as it is
+        write_dir_with(out, broken, "the thing")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -10,9 +10,9 @@ import torch
 from conftest import tiny_config
 
 from tagger.batching import encode, make_batch
-from tagger.config import TrainConfig
+from tagger.config import ModelConfig, TrainConfig
 from tagger.errors import TaggerError
-from tagger.model import Embedder, SequenceTagger
+from tagger.model import Embedder, Encoder, Ensemble, SequenceTagger, build_model
 from tagger.vocab import Vocab
 
 SENTENCES = [
@@ -24,11 +24,11 @@ TAGS = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["B-ORG", "O", "B-MISC", "O"], ["
 LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
 
-def small_config(**overrides) -> TrainConfig:
+def small_config(**overrides) -> ModelConfig:
     """conftest's tiny config, smaller still, with sizes that differ from each other
-    (so a shape mix-up cannot go unnoticed)."""
+    (so a shape mix-up cannot go unnoticed): the part the network is built from."""
     sizes = dict(hidden_size=8, word_dim=6, char_dim=4, char_hidden=5, casing_dim=3)
-    return tiny_config(**{**sizes, **overrides}).validate()
+    return tiny_config(**{**sizes, **overrides}).validate().model
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +115,37 @@ def test_encoder_parameter_count(vocab, cell, gates, chars):
 
 def test_embedder_output_dims(vocab):
     for chars, extra in (("cnn", 5), ("lstm", 10), ("none", 0)):
-        emb = Embedder(small_config(char_encoder=chars), len(vocab.words), len(vocab.chars))
+        emb = Embedder.of(small_config(char_encoder=chars), len(vocab.words), len(vocab.chars))
         assert emb.output_dim == 6 + 3 + extra
-    emb = Embedder(
+    emb = Embedder.of(
         small_config(char_encoder="none", casing_dim=0), len(vocab.words), len(vocab.chars)
     )
     assert emb.casing is None and emb.output_dim == 6
+
+
+def test_model_config_is_the_architecture_only():
+    config = tiny_config(lr=0.1, output="elsewhere", ensemble=2, word_dim=7)
+    model = config.model
+    assert isinstance(model, ModelConfig)
+    assert model.word_dim == 7 and model.ensemble == 2
+    assert not hasattr(model, "lr") and not hasattr(model, "output")
+    with pytest.raises(AttributeError):  # frozen
+        model.word_dim = 8  # type: ignore[misc]
+    assert "model" not in config.to_dict()  # config.json stays flat
+    assert TrainConfig.from_dict(config.to_dict()).model == model
+
+
+def test_build_model_takes_the_train_config(vocab):
+    assert isinstance(build_model(tiny_config(), vocab), SequenceTagger)
+    ensemble = build_model(tiny_config(ensemble=3), vocab)
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 3
+
+
+def test_encoder_takes_its_own_arguments():
+    encoder = Encoder("gru", 5, 4, num_layers=2, bidirectional=False, dropout=0.3)
+    assert encoder.rnn.mode == "GRU" and encoder.output_dim == 4
+    assert encoder.rnn.dropout == 0.3 and encoder.rnn.num_layers == 2
+    assert Encoder("lstm", 5, 4, 1, True, 0.3).rnn.dropout == 0.0  # one layer: none between
 
 
 def test_word_dropout_only_in_training(vocab, batch):

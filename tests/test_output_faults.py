@@ -231,7 +231,14 @@ def test_output_file_on_a_full_disk_keeps_the_old_file(trained_model, work, smal
     (work / "big.txt").write_text(BIG)
     (small_disk / "out.jsonl").write_text("old output\n")
     proc = tagger(
-        "predict", "big.txt", "-m", trained_model, "-o", small_disk / "out.jsonl", cwd=work
+        "predict",
+        "big.txt",
+        "-m",
+        trained_model,
+        "-o",
+        small_disk / "out.jsonl",
+        "--overwrite",
+        cwd=work,
     )
     message = f"error: cannot write {small_disk / 'out.jsonl'}: No space left on device"
     assert one_error(proc) == message
@@ -327,7 +334,7 @@ def locked(unprivileged, trained_model):
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        (["predict", "a.txt", "-m", "model", "-o", "ro/out.jsonl"], "ro/out.jsonl"),
+        (["predict", "a.txt", "-m", "model", "-o", "ro/out.jsonl", "--overwrite"], "ro/out.jsonl"),
         (["predict", "a.txt", "-m", "model", "--html", "ro/page.html"], "ro/page.html"),
         (["init-config", "ro/tagger.toml"], "ro/tagger.toml"),
         (["plot", "model", "-o", "ro/curves.png"], "ro/curves.png"),
@@ -346,7 +353,8 @@ def test_read_only_output_file_is_not_replaced(locked):
     prefix, work = locked
     (work / "mine.jsonl").write_text("mine\n")
     (work / "mine.jsonl").chmod(0o444)
-    proc = tagger("predict", "a.txt", "-m", "model", "-o", "mine.jsonl", cwd=work, prefix=prefix)
+    args = ["predict", "a.txt", "-m", "model", "-o", "mine.jsonl", "--overwrite"]
+    proc = tagger(*args, cwd=work, prefix=prefix)
     assert one_error(proc) == "error: cannot write mine.jsonl: Permission denied"
     assert (work / "mine.jsonl").read_text() == "mine\n"
     assert not [p for p in work.iterdir() if ".tmp-" in p.name]
@@ -361,7 +369,10 @@ def test_bulk_folder_without_write_permission(locked):
     )
     assert one_error(proc) == "error: cannot write in ro/bulk: Permission denied"
     proc = tagger("predict", "texts", "-m", "model", "--output-dir", "ro", cwd=work, prefix=prefix)
-    assert one_error(proc) == "error: cannot write in ro: Permission denied"
+    assert one_error(proc) == (  # the user's file in it is refused before any write
+        "error: --output-dir ro holds files a bulk job did not write (out.jsonl); "
+        "choose a new or empty folder"
+    )
     assert listing(work / "ro") == ["out.jsonl"]
 
 

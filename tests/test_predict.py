@@ -11,7 +11,8 @@ from conftest import conll_text, is_valid_iob2, make_sentences, tiny_config
 
 from tagger import schemes
 from tagger.errors import TaggerError
-from tagger.predict import Tagger, predict_lines, read_lines, write_atomic
+from tagger.io import write_atomic
+from tagger.predict import Tagger, predict_lines, read_lines
 from tagger.training import train
 
 SENTENCES = [

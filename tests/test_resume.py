@@ -22,7 +22,7 @@ from tagger.training import train
 # delivered mid-epoch, to a real training process. (ARGV[3]: the epoch, default 2.)
 KILLER = """
 import os, signal, sys
-import tagger.training as training
+import tagger.trainer as training
 from tagger.cli import app
 
 real = training.rank_batches

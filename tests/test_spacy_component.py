@@ -127,6 +127,46 @@ def test_pipe_equals_per_doc_with_one_model_call_per_batch(nlp, monkeypatch):
         )
 
 
+def test_predict_leaves_the_docs_and_set_annotations_sets_them(nlp):
+    component = nlp.get_pipe("tagger_ner")
+    doc = nlp.get_pipe("sentencizer")(nlp.make_doc(TEXT))
+    (found,) = component.predict([doc])
+    assert doc.ents == ()  # predict computes, nothing more
+    assert found and all(isinstance(c, float) and 0 < c <= 1 for *_, c in found)
+    component.set_annotations([doc], [found])
+    assert [(e.start, e.end, e.label_, e._.tagger_confidence) for e in doc.ents] == found
+    assert ents(doc) == ents(nlp(TEXT))
+
+
+def test_call_goes_through_the_error_handler(tagger_model, monkeypatch):
+    nlp = build_pipeline(tagger_model)
+    component = nlp.get_pipe("tagger_ner")
+
+    def boom(docs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(component, "predict", boom)
+    with pytest.raises(RuntimeError, match="boom"):  # spaCy's default handler re-raises
+        nlp(TEXT)
+    handled = []
+    component.set_error_handler(lambda name, proc, docs, err: handled.append((name, docs, err)))
+    doc = nlp.make_doc("Angela Merkel visited Paris.")
+    assert component(doc) is doc and doc.ents == ()  # the doc, untagged, goes on
+    assert [(n, d, str(e)) for n, d, e in handled] == [("tagger_ner", [doc], "boom")]
+    assert list(component.pipe([nlp.make_doc("Paris"), nlp.make_doc("Oslo")])) == []
+    assert len(handled) == 2 and len(handled[1][1]) == 2
+
+
+def test_tag_docs_gathers_sentences_like_the_component(tagger_model):
+    """Both use ``doc_sentences``: a doc without sentence boundaries is one sentence."""
+    nlp = build_pipeline(tagger_model)
+    component = nlp.get_pipe("tagger_ner")
+    for doc in (nlp(TEXT), nlp.make_doc(TEXT)):  # with and without sentence boundaries
+        (spans,) = tagger_model.tag_docs([doc])
+        component(doc)
+        assert spans == ents(doc) and spans
+
+
 def test_ents_mode_overwrite_and_fill(trained_model, nlp):
     text = "Angela Merkel visited Paris on Monday."
     ours = ents(nlp(text))
@@ -251,6 +291,24 @@ def test_export_spacy_refuses_what_it_should(trained_model, tmp_path):
         export_spacy(trained_model, tmp_path / "other", lang="zz")
     assert not (tmp_path / "other").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["exported"]  # no temporary leftovers
+
+
+def test_export_spacy_is_atomic_and_clears_dead_temporaries(trained_model, tmp_path, monkeypatch):
+    from spacy.language import Language
+
+    out = export_spacy(trained_model, tmp_path / "exported")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    (tmp_path / ".exported.tmp-999999-abc").mkdir()  # a killed export's leftover
+
+    def fail(self, path, **kwargs):
+        (path / "half").write_text("x")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Language, "to_disk", fail)
+    with pytest.raises(TaggerError, match=r"^cannot write the pipeline to .*: No space left"):
+        export_spacy(trained_model, out, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 @pytest.mark.skipif(not entry_point_installed(), reason="entry point not installed yet")

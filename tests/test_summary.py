@@ -17,7 +17,7 @@ CLOSED_FORM = {"rnn": 1, "gru": 3, "lstm": 4}  # gates: h(h+x+2) per gate set
 @pytest.mark.parametrize("decoder", ["softmax", "crf"])
 @pytest.mark.parametrize("chars", ["cnn", "lstm", "none"])
 def test_totals_equal_parameters(cell, decoder, chars):
-    model = SequenceTagger(tiny_config(cell=cell, decoder=decoder, char_encoder=chars), VOCAB)
+    model = SequenceTagger(tiny_config(cell=cell, decoder=decoder, char_encoder=chars).model, VOCAB)
     rows = layer_rows(model)
     assert sum(r[3] for r in rows) == sum(p.numel() for p in model.parameters())
     text = summary(model)
@@ -30,7 +30,7 @@ def test_totals_equal_parameters(cell, decoder, chars):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_one_layer_matches_closed_form(cell):
     h = 12
-    model = SequenceTagger(tiny_config(cell=cell, hidden_size=h, bidirectional=False), VOCAB)
+    model = SequenceTagger(tiny_config(cell=cell, hidden_size=h, bidirectional=False).model, VOCAB)
     x = model.embedder.output_dim
     rnn_row = next(r for r in layer_rows(model) if r[0] == "encoder.rnn")
     assert rnn_row[3] == CLOSED_FORM[cell] * h * (h + x + 2)
@@ -38,13 +38,13 @@ def test_one_layer_matches_closed_form(cell):
 
 
 def test_frozen_embeddings_are_non_trainable():
-    model = SequenceTagger(tiny_config(), VOCAB)
+    model = SequenceTagger(tiny_config().model, VOCAB)
     model.embedder.words.weight.requires_grad_(False)
     n = model.embedder.words.weight.numel()
     assert f"Non-trainable params: {n:,}" in summary(model)
 
 
 def test_crf_buffers_listed_as_not_stored():
-    text = summary(SequenceTagger(tiny_config(decoder="crf"), VOCAB))
+    text = summary(SequenceTagger(tiny_config(decoder="crf").model, VOCAB))
     line = "Buffer decoder.crf.trans_penalty (3, 3): not stored, rebuilt on load"
     assert line in text

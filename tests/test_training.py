@@ -233,7 +233,7 @@ def test_bf16_autocast_path(tiny_corpus, tmp_path, monkeypatch):
     import torch
 
     import tagger.predict
-    import tagger.training
+    import tagger.trainer
 
     seen = []
 
@@ -241,7 +241,7 @@ def test_bf16_autocast_path(tiny_corpus, tmp_path, monkeypatch):
         seen.append(device.type)
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
-    monkeypatch.setattr(tagger.training, "autocast", bf16)
+    monkeypatch.setattr(tagger.trainer, "autocast", bf16)
     monkeypatch.setattr(tagger.predict, "autocast", bf16)
     config = tiny_config(data=str(tiny_corpus), max_epochs=8, output=str(tmp_path / "m"))
     path = train(config, progress=False)
