@@ -473,7 +473,9 @@ def test_interrupt_exits_130_and_leaves_no_temporary(trained_model, work):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    # 130, or killed by the re-delivered SIGINT when it lands during interpreter shutdown:
+    # the shell reports 130 for both
+    assert proc.returncode in (130, -signal.SIGINT), stderr
     assert stderr == "interrupted\n" and stdout == ""
     assert listing(work) == ["a.txt"]
 
