@@ -33,6 +33,12 @@ app = typer.Typer(
 )
 
 
+class ConvertTarget(str, Enum):
+    conll = "conll"
+    jsonl = "jsonl"
+    spacy = "spacy"
+
+
 class Format(str, Enum):
     conll = "conll"
     jsonl = "jsonl"
@@ -161,6 +167,14 @@ EncodingOpt = Annotated[str | None, typer.Option(help="Text encoding of the inpu
 TagColumnOpt = Annotated[
     int | None, typer.Option(help="Column holding the tag (0-based; -1 = last).")
 ]
+DataFormat = Enum("DataFormat", [(v, v) for v in CHOICES["data_format"]], type=str)
+Misaligned = Enum("Misaligned", [(v, v) for v in CHOICES["misaligned"]], type=str)
+DataFormatOpt = Annotated[
+    DataFormat | None, typer.Option("--format", help=f"{HELP['data_format']}.")
+]
+LangOpt = Annotated[str | None, typer.Option(help="spaCy language that tokenizes span texts.")]
+MisalignedOpt = Annotated[Misaligned | None, typer.Option(help=f"{HELP['misaligned']}.")]
+MapLabelsOpt = Annotated[str | None, typer.Option(help=f"{HELP['map_labels']}.")]
 DeviceOpt = Annotated[
     str | None, typer.Option(help="auto, cpu, cuda or cuda:N (auto = GPU when present).")
 ]
@@ -329,8 +343,13 @@ def evaluate(
     revision: RevisionOpt = None,
     encoding: EncodingOpt = None,
     tag_column: TagColumnOpt = None,
+    data_format: DataFormatOpt = None,
+    lang: LangOpt = None,
+    misaligned: MisalignedOpt = None,
+    map_labels: MapLabelsOpt = None,
 ) -> None:
-    """Score a model on a data split: per-type precision, recall, F1 (seqeval)."""
+    """Score a model on a data split: per-type precision, recall, F1 (seqeval). Entity
+    types the model does not know count as missed and are named under the table."""
     from tagger.evaluation import evaluate as run
     from tagger.evaluation import format_report
     from tagger.predict import Tagger
@@ -346,6 +365,10 @@ def evaluate(
         revision=revision,
         encoding=encoding,
         tag_column=tag_column,
+        data_format=_plain(data_format),
+        lang=lang,
+        misaligned=_plain(misaligned),
+        map_labels=map_labels,
     )
     if as_json:
         typer.echo(json.dumps(scores, indent=2))
@@ -510,20 +533,49 @@ def summary_command(model: Annotated[Path, typer.Argument(help="Model folder.")]
 def data_report(
     source: Annotated[
         str | None,
-        typer.Argument(help="Hub id, folder or CoNLL file (default: bundled corpus)."),
+        typer.Argument(
+            help="Hub id, folder, or a CoNLL, span JSONL/JSON or .spacy file "
+            "(default: bundled corpus)."
+        ),
     ] = None,
     dev: DevOpt = None,
     test: TestOpt = None,
     revision: RevisionOpt = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
     tag_column: Annotated[int, typer.Option(help="Column holding the tag (-1 = last).")] = -1,
+    data_format: DataFormatOpt = None,
+    lang: Annotated[str, typer.Option(help="spaCy language that tokenizes span texts.")] = "en",
+    misaligned: MisalignedOpt = None,
+    map_labels: MapLabelsOpt = None,
+    dev_fraction: Annotated[float, typer.Option(help=f"{HELP['dev_fraction']}.")] = 0.0,
+    test_fraction: Annotated[float, typer.Option(help=f"{HELP['test_fraction']}.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the dev/test fractions.")] = 13,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check a corpus before training: sizes, mentions per type, scheme, labels."""
+    """Check a corpus before training: sizes, mentions per type, scheme, labels, and what
+    reading changed (label map, carved splits, misaligned spans)."""
     from tagger.data import read_source, report
 
+    options = TrainConfig(
+        tag_column=tag_column,
+        encoding=encoding,
+        lang=lang,
+        data_format=_plain(data_format) or "auto",
+        misaligned=_plain(misaligned) or "error",
+        map_labels=map_labels,
+        dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    ).validate("options")
     corpus = read_source(
-        source, dev=dev, test=test, revision=revision, tag_column=tag_column, encoding=encoding
+        source,
+        dev=dev,
+        test=test,
+        revision=revision,
+        dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        **options.reading(),
     )
     rep = report(corpus)
     if as_json:
@@ -549,6 +601,50 @@ def data_report(
     labels = sorted({t for row in rep["splits"].values() for t in row["labels"]})
     typer.echo(f"scheme: {rep['scheme']} (normalised to IOB2 for training)")
     typer.echo(f"labels ({len(labels)}): {' '.join(labels)}")
+    for note in rep["notes"]:
+        typer.echo(note)
+
+
+@app.command("convert")
+@user_errors
+def convert_command(
+    source: Annotated[Path, typer.Argument(help="File to read: CoNLL, span JSONL/JSON or .spacy.")],
+    output: Annotated[Path, typer.Argument(help="File to write.")],
+    to: Annotated[
+        ConvertTarget,
+        typer.Option(
+            help="conll (two columns, IOB2), jsonl (Prodigy-style "
+            "text, tokens and spans) or spacy (DocBin)."
+        ),
+    ],
+    data_format: DataFormatOpt = None,
+    lang: Annotated[str, typer.Option(help="spaCy language that tokenizes span texts.")] = "en",
+    misaligned: MisalignedOpt = None,
+    tag_column: Annotated[int, typer.Option(help="Column holding the tag (-1 = last).")] = -1,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the input.")] = "utf-8",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Convert annotations between CoNLL columns, span JSONL (doccano, Label Studio,
+    Prodigy, tagger predict) and spaCy DocBin, losing nothing the target can hold."""
+    from tagger.convert import convert
+
+    TrainConfig(lang=lang, tag_column=tag_column, encoding=encoding).validate("options")
+    notes: list[str] = []
+    counts = convert(
+        source,
+        output,
+        _plain(to),
+        data_format=_plain(data_format) or "auto",
+        lang=lang,
+        misaligned=_plain(misaligned) or "error",
+        tag_column=tag_column,
+        encoding=encoding,
+        overwrite=overwrite,
+        notes=notes,
+    )
+    for note in notes:
+        _say(note)
+    _say(f"wrote {output}: " + ", ".join(f"{value:,} {key}" for key, value in counts.items()))
 
 
 @app.command("init-config")

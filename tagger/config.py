@@ -27,6 +27,8 @@ else:  # pragma: no cover - Python 3.10
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = "models/tagger"
 
+# Formats of training files: CoNLL columns, span annotations (tagger.spans), a spaCy DocBin.
+DATA_FORMATS = ("conll", "doccano", "label-studio", "prodigy", "tagger", "spacy")
 CHOICES = {
     "cell": ("rnn", "lstm", "gru"),
     "char_encoder": ("cnn", "lstm", "none"),
@@ -34,6 +36,8 @@ CHOICES = {
     "optimizer": ("adam", "sgd"),
     "scheme": ("IOB2", "BIOES"),
     "unseen_labels": ("error", "O"),
+    "data_format": ("auto", *DATA_FORMATS),
+    "misaligned": ("error", "expand", "contract", "drop"),
 }
 # Inclusive bounds of the integer fields: wide enough for any real run, narrow enough
 # that a typo (or a fuzzer) cannot ask for a terabyte of weights.
@@ -55,9 +59,19 @@ INT_RANGES = {
     "ensemble": (1, 64),
     "threads": (1, 1024),
 }
-UNIT_FLOATS = ("dropout", "word_dropout", "ema_decay", "momentum")  # in [0, 1)
+UNIT_FLOATS = (  # in [0, 1)
+    "dropout",
+    "word_dropout",
+    "ema_decay",
+    "momentum",
+    "dev_fraction",
+    "test_fraction",
+)
 NON_NEGATIVE_FLOATS = ("unk_replace", "lr_decay", "weight_decay", "clip")
-PATHS = ("data", "dev", "test", "revision", "embeddings", "output")
+PATHS = ("data", "dev", "test", "revision", "embeddings", "output", "init_from", "replay")
+# How a source is read (``tagger.data.read_source``'s options): what evaluate, convert and
+# --replay reuse to read other data as a model's own was read.
+READING = ("tag_column", "encoding", "lang", "data_format", "misaligned", "map_labels")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +118,15 @@ class TrainConfig:
     unseen_labels: str = "error"
     scheme: str = "BIOES"
     lang: str = "en"
+    data_format: str = "auto"
+    misaligned: str = "error"
+    map_labels: str | None = None
+    dev_fraction: float = 0.0
+    test_fraction: float = 0.0
+    # continued training
+    init_from: str | None = None
+    replay: str | None = None
+    replay_fraction: float = 0.5
     # vocabulary
     lowercase: bool = True
     normalize_digits: bool = True
@@ -182,6 +205,18 @@ class TrainConfig:
                 )
             if value < 0:
                 raise TaggerError(f"{where}: {key} must be 0 or more, not {short_repr(value)}")
+        if self.dev_fraction + self.test_fraction >= 1.0:
+            raise TaggerError(
+                f"{where}: dev_fraction + test_fraction must be below 1 (training needs "
+                f"data too), not {short_repr(self.dev_fraction + self.test_fraction)}"
+            )
+        if not (math.isfinite(self.replay_fraction) and 0 < self.replay_fraction <= 100):
+            raise TaggerError(
+                f"{where}: replay_fraction must be above 0 and at most 100, "
+                f"not {short_repr(self.replay_fraction)}"
+            )
+        if self.map_labels is not None:
+            label_map(self.map_labels, where)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise TaggerError(f"{where}: lr must be a finite number > 0, not {short_repr(self.lr)}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,4})?", self.device):
@@ -206,12 +241,18 @@ class TrainConfig:
                 raise TaggerError(f"{where}: {key} must not be empty{unset}")
             if value is not None and "\x00" in value:
                 raise TaggerError(f"{where}: {key} must not contain a NUL character")
+        if self.replay is not None and self.init_from is None:
+            raise TaggerError(f"{where}: replay needs init_from (the model whose data it is)")
         return self
 
     @property
     def model(self) -> ModelConfig:
         """The fields the network is built from (see ``ModelConfig``)."""
         return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+
+    def reading(self) -> dict:
+        """The options ``read_source`` reads this config's data with (``READING``)."""
+        return {key: getattr(self, key) for key in READING}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -259,7 +300,17 @@ HELP = {
     "encoding": "text encoding of the input files",
     "unseen_labels": "dev/test labels unseen in train: error, or O (map them to O)",
     "scheme": "tag scheme to train in: IOB2 or BIOES (scores are on entity spans)",
-    "lang": "spaCy language used to tokenize raw text at prediction time",
+    "lang": "spaCy language that tokenizes raw text: span annotations and prediction",
+    "data_format": "format of the data files: auto (from the name and first record), "
+    "conll, doccano, label-studio, prodigy, tagger (predict's JSONL) or spacy (DocBin)",
+    "misaligned": "a span whose edges fall inside a token: error, or expand/contract it "
+    "to token boundaries, or drop it",
+    "map_labels": "rename or drop entity types on reading, e.g. MISC=O,PERSON=PER",
+    "dev_fraction": "carve this fraction of the training documents out as the dev split",
+    "test_fraction": "carve this fraction of the training documents out as the test split",
+    "init_from": "continue training this model folder (its architecture; vocab and labels grow)",
+    "replay": "with init_from: old training data to mix in, read as the model read its own",
+    "replay_fraction": "replayed sentences per epoch, as a fraction of the new training set",
     "lowercase": "look words up lower-cased (the character encoder keeps the case)",
     "normalize_digits": "map digits to 0 for word lookup",
     "min_freq": "keep training words seen at least this many times",
@@ -303,6 +354,7 @@ HELP = {
 # --field-name (a bool's --field-name/--no-field-name) unless FLAGS spells it otherwise.
 FLAGS = {
     "output": ("--output", "-o"),
+    "data_format": ("--format",),
     "bidirectional": ("--bidirectional/--unidirectional",),
     "freeze_embeddings": ("--freeze-embeddings/--tune-embeddings",),
 }
@@ -328,6 +380,26 @@ def toml_template() -> str:
         else:
             lines += [f"# {HELP[f.name]}", f"{f.name} = {_toml_value(value)}"]
     return "\n".join(lines) + "\n"
+
+
+def label_map(spec: str, where: str = "map_labels") -> dict[str, str]:
+    """``"MISC=O,PERSON=PER"`` as ``{"MISC": "O", "PERSON": "PER"}``; ``O`` drops a type."""
+    mapping: dict[str, str] = {}
+    for item in spec.split(","):
+        old, eq, new = (part.strip() for part in item.partition("="))
+        if (
+            not eq
+            or not re.fullmatch(r"[^\s=,-][^\s=,]*", old)
+            or not re.fullmatch(r"[^\s=,-][^\s=,]*", new)
+        ):
+            raise TaggerError(
+                f"{where}: map_labels must be TYPE=NEW pairs separated by commas "
+                f"(NEW = O drops the type), e.g. MISC=O,PERSON=PER; not {short_repr(item)}"
+            )
+        if old in mapping:
+            raise TaggerError(f"{where}: map_labels names {old} twice")
+        mapping[old] = new
+    return mapping
 
 
 def _toml_value(value: bool | int | float | str) -> str:

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 SPLITS = ("train", "validation", "test")
 # File names recognised in a corpus folder, per split, in order of preference.
 FOLDER_FILES = {
-    "train": ("train.txt", "train.conll", "eng.train"),
-    "validation": ("dev.txt", "valid.txt", "validation.txt", "dev.conll", "eng.testa"),
-    "test": ("test.txt", "test.conll", "eng.testb"),
+    "train": ("train.txt", "train.conll", "eng.train", "train.jsonl"),
+    "validation": ("dev.txt", "valid.txt", "validation.txt", "dev.conll", "eng.testa", "dev.jsonl"),
+    "test": ("test.txt", "test.conll", "eng.testb", "test.jsonl"),
 }
 # Short names for hub datasets that need a specific script-free copy.
 HUB_ALIASES = {
@@ -55,6 +55,9 @@ class Sentence:
     tags: list[str]
     origin: str
     lines: list[int] = field(default_factory=list)  # each token's line (CoNLL files)
+    # Which document of its file the sentence belongs to (-DOCSTART- blocks, JSON records,
+    # DocBin docs); None where the source has no documents. --dev-fraction keeps them whole.
+    doc: int | None = None
 
     def where(self, i: int) -> str:
         """Where token ``i`` came from: ``file:line`` of its own line, or ``origin token N``."""
@@ -69,6 +72,7 @@ class RawCorpus:
 
     splits: dict[str, list[Sentence]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what reading changed: maps, splits, spans
 
     def scheme(self) -> str:
         return schemes.detect_scheme(s.tags for split in self.splits.values() for s in split)
@@ -315,11 +319,12 @@ def parse_conll(text: str, name: str = "<text>", tag_column: int = -1) -> list[S
     tags: list[str] = []
     lines: list[int] = []
     n_columns = None
+    documents = 0  # -DOCSTART- lines so far: the document a sentence belongs to
 
     def flush() -> None:
         if tokens:
             origin = f"{name}:{lines[0]}"
-            sentences.append(Sentence(tokens.copy(), tags.copy(), origin, lines.copy()))
+            sentences.append(Sentence(tokens.copy(), tags.copy(), origin, lines.copy(), documents))
             tokens.clear()
             tags.clear()
             lines.clear()
@@ -333,6 +338,7 @@ def parse_conll(text: str, name: str = "<text>", tag_column: int = -1) -> list[S
             continue
         if fields[0] == DOCSTART:
             flush()
+            documents += 1
             continue
         if n_columns is None:
             n_columns = len(fields)
@@ -361,6 +367,9 @@ def parse_conll(text: str, name: str = "<text>", tag_column: int = -1) -> list[S
     flush()
     if not sentences:
         raise TaggerError(f"{name}: no sentences found (the file is empty or has only -DOCSTART-)")
+    if not documents:  # no document structure: --dev-fraction splits by sentence
+        for sentence in sentences:
+            sentence.doc = None
     return sentences
 
 
@@ -440,11 +449,23 @@ def read_source(
     revision: str | None = None,
     tag_column: int = -1,
     encoding: str = "utf-8",
+    lang: str = "en",
+    data_format: str = "auto",
+    misaligned: str = "error",
+    map_labels: str | dict[str, str] | None = None,
+    dev_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    seed: int = 13,
 ) -> RawCorpus:
     """Read a corpus as it is: the bundled one (``None``), a folder, a file or a hub id.
 
     ``dev`` and ``test`` name extra files that replace the source's own splits. Local
-    paths that do not exist fail at once, before any hub lookup.
+    paths that do not exist fail at once, before any hub lookup. Files are read as
+    ``data_format`` says (``auto``: ``.spacy`` is a DocBin, ``.jsonl``/``.json`` span
+    annotations of the tool their first record names, anything else CoNLL columns);
+    ``lang`` and ``misaligned`` apply to span annotations (``tagger.spans``).
+    ``map_labels`` (``"MISC=O,PERSON=PER"``) renames or drops entity types in every
+    split; ``dev_fraction``/``test_fraction`` carve splits out of train (``carve``).
     """
     codec_name(encoding)  # an unknown encoding fails before anything slow
     extras = {
@@ -485,8 +506,134 @@ def read_source(
         corpus.splits.pop(split, None)
     for split, file in corpus.sources.items():
         if split not in corpus.splits:
-            corpus.splits[split] = read_conll(file, tag_column, encoding)
+            corpus.splits[split] = read_file(
+                file, data_format, tag_column, encoding, lang, misaligned, corpus.notes
+            )
+    if map_labels:
+        relabel(corpus, map_labels)
+    if dev_fraction or test_fraction:
+        carve(corpus, dev_fraction, test_fraction, seed)
     return corpus
+
+
+def file_format(path: str | Path, data_format: str = "auto") -> str:
+    """The format ``read_file`` reads ``path`` in: ``data_format``, or for ``auto``
+    ``spacy`` (``.spacy``), ``spans`` (``.jsonl``/``.json``: the tool is detected from the
+    first record) or ``conll``."""
+    if data_format != "auto":
+        return data_format
+    name = str(path).lower()
+    if name.endswith(".spacy"):
+        return "spacy"
+    if name.endswith((".jsonl", ".json")):
+        return "spans"
+    return "conll"
+
+
+def read_file(
+    path: str | Path,
+    data_format: str = "auto",
+    tag_column: int = -1,
+    encoding: str = "utf-8",
+    lang: str = "en",
+    misaligned: str = "error",
+    notes: list[str] | None = None,
+) -> list[Sentence]:
+    """Read one data file in any format as sentences with tags; what reading changed
+    (misaligned spans moved, annotations chosen) is appended to ``notes``."""
+    fmt = file_format(path, data_format)
+    notes = [] if notes is None else notes
+    if fmt == "conll":
+        return read_conll(path, tag_column, encoding)
+    if fmt == "spacy":
+        from tagger.docbin import read_docbin
+
+        return read_docbin(path, lang=lang, notes=notes)
+    from tagger.spans import read_spans
+
+    span_format = None if fmt == "spans" else fmt
+    return read_spans(
+        path, lang=lang, fmt=span_format, misaligned=misaligned, encoding=encoding, notes=notes
+    )
+
+
+def relabel(corpus: RawCorpus, map_labels: str | dict[str, str]) -> None:
+    """Rename or drop entity types in every split (``{"MISC": "O", "PERSON": "PER"}``).
+
+    Tags are mapped as IOB2 mentions, so the mention boundaries stay what the source
+    scheme said (two adjacent mentions renamed to one type stay two). A type to map that
+    occurs in no split is refused: it is a typo more often than not."""
+    from tagger.config import label_map
+
+    mapping = label_map(map_labels) if isinstance(map_labels, str) else dict(map_labels)
+    changed: Counter[str] = Counter()
+    for sentences in corpus.splits.values():
+        for sentence in sentences:
+            tags = schemes.to_iob2(sentence.tags)
+            for i, tag in enumerate(tags):
+                prefix, etype = schemes.parse_tag(tag)
+                if etype not in mapping:
+                    continue
+                if prefix == "B":
+                    changed[etype] += 1
+                new = mapping[etype]
+                tags[i] = "O" if new == "O" else f"{prefix}-{new}"
+            sentence.tags = schemes.to_iob2(tags)  # I- after a dropped B- opens a mention
+    unused = sorted(set(mapping) - set(changed))
+    if unused:
+        raise TaggerError(
+            f"map_labels: no {', '.join(unused)} mention in "
+            f"{', '.join(corpus.sources.values()) or 'the data'} (types are case-sensitive)"
+        )
+    done = ", ".join(
+        f"{old} -> {'dropped' if mapping[old] == 'O' else mapping[old]} ({changed[old]:,} mentions)"
+        for old in mapping
+    )
+    corpus.notes.append(f"map_labels: {done}")
+
+
+def carve(corpus: RawCorpus, dev_fraction: float, test_fraction: float, seed: int) -> None:
+    """Move a random ``dev_fraction``/``test_fraction`` of the training documents (whole
+    documents where the source has them, else sentences) into the dev/test splits,
+    reproducibly from ``seed``; refused where the source already has that split."""
+    import numpy as np
+
+    wanted = {"validation": dev_fraction, "test": test_fraction}
+    for split, fraction in wanted.items():
+        if fraction and split in corpus.splits:
+            flag = "--dev-fraction" if split == "validation" else "--test-fraction"
+            raise TaggerError(
+                f"{flag} carves a {split} split out of the training data, but the data "
+                f"already has one ({corpus.sources.get(split)}); leave one of them out"
+            )
+    train = corpus.splits["train"]
+    # A unit is a document (its sentences in order) or, without documents, a sentence.
+    units: dict[object, list[Sentence]] = {}
+    for i, sentence in enumerate(train):
+        key = ("doc", sentence.doc) if sentence.doc is not None else ("sentence", i)
+        units.setdefault(key, []).append(sentence)
+    keys = list(units)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    by_document = any(s.doc is not None for s in train)
+    unit = "documents" if by_document else "sentences"
+    taken = 0
+    for split, fraction in wanted.items():
+        if not fraction:
+            continue
+        count = max(1, round(fraction * len(keys)))
+        chosen = sorted(order[taken : taken + count])  # file order within the split
+        taken += count
+        if taken >= len(keys):
+            raise TaggerError(
+                f"{corpus.sources['train']}: {len(keys)} {unit} are too few to carve "
+                f"{fraction:g} out as {split} and keep some for training"
+            )
+        corpus.splits[split] = [s for k in chosen for s in units[keys[k]]]
+        corpus.sources[split] = f"{fraction:g} of {corpus.sources['train']} ({count:,} {unit})"
+    kept = sorted(order[taken:])
+    corpus.splits["train"] = [s for k in kept for s in units[keys[k]]]
+    sizes = (f"{split} {len(corpus.splits[split]):,}" for split in SPLITS if split in corpus.splits)
+    corpus.notes.append(f"split by {unit[:-1]} (seed {seed}): {', '.join(sizes)} sentences")
 
 
 def _read_hub(hub_id: str, revision: str | None) -> RawCorpus:
@@ -547,6 +694,8 @@ def load_data(
     encoding: str = "utf-8",
     scheme: str = "IOB2",
     unseen_labels: str = "error",
+    known_types: Iterable[str] = (),
+    **reading,
 ) -> DatasetDict:
     """Load a corpus as a ``DatasetDict`` with tags normalised to ``scheme``.
 
@@ -554,16 +703,31 @@ def load_data(
     (the train split; give ``dev``/``test``), or a hub id (``conll2003`` is an alias
     for the hub's Parquet conversion of ``eriktks/conll2003``). ``unseen_labels``:
     ``"error"`` when validation/test hold a label absent from train, or ``"O"`` to
-    map such tags to ``O``.
+    map such tags to ``O``. ``known_types``: entity types to label and accept in every
+    split beside those of train (a continued model's own). ``reading``: the other
+    options of ``read_source`` (format, language, misaligned spans, label map, dev/test
+    fractions and their seed).
     """
     corpus = read_source(
-        source, dev=dev, test=test, revision=revision, tag_column=tag_column, encoding=encoding
+        source,
+        dev=dev,
+        test=test,
+        revision=revision,
+        tag_column=tag_column,
+        encoding=encoding,
+        **reading,
     )
-    return to_dataset_dict(corpus, scheme, unseen_labels)
+    return to_dataset_dict(corpus, scheme, unseen_labels, known_types)
 
 
-def to_dataset_dict(corpus: RawCorpus, scheme: str = "IOB2", unseen_labels: str = "error"):
-    """Normalise a raw corpus's tags and wrap it as a ``DatasetDict``."""
+def to_dataset_dict(
+    corpus: RawCorpus,
+    scheme: str = "IOB2",
+    unseen_labels: str = "error",
+    known_types: Iterable[str] = (),
+):
+    """Normalise a raw corpus's tags and wrap it as a ``DatasetDict``; the label set is
+    train's entity types and ``known_types``."""
     import datasets
 
     if scheme not in schemes.SCHEMES:
@@ -575,6 +739,7 @@ def to_dataset_dict(corpus: RawCorpus, scheme: str = "IOB2", unseen_labels: str 
         for split, sentences in corpus.splits.items()
     }
     types = {schemes.parse_tag(t)[1] for tags in converted["train"] for t in tags} - {None}
+    types |= set(known_types)
     train_labels = set(schemes.label_set(types, scheme))
     for split, tag_lists in converted.items():
         for sentence, tags in zip(corpus.splits[split], tag_lists):
@@ -626,7 +791,7 @@ def decoded_tags(dataset) -> list[list[str]]:
 
 def report(corpus: RawCorpus) -> dict:
     """Per split: sentences, tokens, mentions per type (conlleval counting), scheme, labels."""
-    out: dict = {"scheme": corpus.scheme(), "splits": {}}
+    out: dict = {"scheme": corpus.scheme(), "splits": {}, "notes": list(corpus.notes)}
     for split in SPLITS:
         sentences = corpus.splits.get(split)
         if sentences is None:

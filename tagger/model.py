@@ -281,6 +281,20 @@ class Dropout(nn.Module):
         return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
 
 
+# The leading dimensions of a ``SequenceTagger``'s weights that are indexed by vocabulary
+# entries ("words", "chars" or "labels"); every other weight has the same shape for any
+# vocabulary. Continued training (``tagger.continued``) maps these entry by entry.
+VOCAB_INDEXED: dict[str, tuple[str, ...]] = {
+    "embedder.words.weight": ("words",),
+    "embedder.chars.embed.weight": ("chars",),
+    "projection.weight": ("labels",),
+    "projection.bias": ("labels",),
+    "decoder.crf.start_transitions": ("labels",),
+    "decoder.crf.transitions": ("labels", "labels"),
+    "decoder.crf.end_transitions": ("labels",),
+}
+
+
 class SequenceTagger(nn.Module):
     """Embedder -> Encoder -> dropout -> linear label scores -> decoder."""
 

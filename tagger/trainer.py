@@ -26,6 +26,7 @@ from tagger.predict import Tagger
 from tagger.runtime import autocast
 
 if TYPE_CHECKING:
+    from tagger.batching import Encoded
     from tagger.config import TrainConfig
     from tagger.training import Setup
 
@@ -89,7 +90,10 @@ class TrainingRun:
         self.epochs: list[dict] = []  # one log entry per epoch
         self.seconds_before = 0.0  # wall time spent in earlier processes (resumed runs)
         self.best_state: dict[str, torch.Tensor] | None = None
+        # of the data the run trains on: a resumed run must see the same
         self.fingerprint = fingerprint(setup.data["train"]["tokens"], setup.gold["train"])
+        if setup.replay is not None:
+            self.fingerprint += f" + replay {setup.replay.fingerprint}"
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue from a checkpoint of the same config and data."""
@@ -131,7 +135,8 @@ class TrainingRun:
         epoch's log entry and whether it is the best so far; raises ``Diverged`` before
         anything non-finite can reach a checkpoint."""
         t0 = time.perf_counter()
-        loss = self.train_epoch(epoch, progress)
+        sentences = self.epoch_sentences()
+        loss = self.train_epoch(epoch, progress, sentences)
         self._check_finite(loss, epoch)
         seconds = time.perf_counter() - t0
         self.schedule.step()
@@ -147,14 +152,17 @@ class TrainingRun:
             "dev_recall": dev["recall"],
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": round(seconds, 3),
-            "tokens_per_s": round(self.train_tokens / seconds, 1),
+            "tokens_per_s": round(int(sentences.lengths.sum()) / seconds, 1),
         }
         self.epochs.append(entry)
         return entry, improved
 
-    @property
-    def train_tokens(self) -> int:
-        return int(self.setup.encoded["train"].lengths.sum())
+    def epoch_sentences(self) -> Encoded:
+        """What the next epoch trains on: the train split, and in a continued run with
+        replay the old sentences drawn for it (from the run's random state)."""
+        if self.setup.replay is None:
+            return self.setup.encoded["train"]
+        return self.setup.replay.draw(self.rng)
 
     def score(self, split: str) -> dict:
         """seqeval scores of ``final_model`` on a split (gathered across ranks)."""
@@ -165,8 +173,9 @@ class TrainingRun:
         """Put the best epoch's weights into ``final_model``."""
         self.final_model.load_state_dict(self.best_state)
 
-    def train_epoch(self, epoch: int, progress: bool) -> float:
-        """One pass over shuffled length buckets; returns the mean loss per sentence.
+    def train_epoch(self, epoch: int, progress: bool, enc: Encoded) -> float:
+        """One pass over ``enc`` (``epoch_sentences``) in shuffled length buckets; returns
+        the mean loss per sentence.
 
         In a distributed run each rank trains on its slice of every global batch,
         weighted so the synced gradient is the global batch's mean, as in one process."""
@@ -176,7 +185,6 @@ class TrainingRun:
         model.train()
         if world.distributed:  # dropout masks differ between ranks, reproducibly
             torch.manual_seed(config.seed + 7919 * epoch + world.rank)
-        enc = self.setup.encoded["train"]
         total, sentences, tokens, t0 = 0.0, 0, 0, time.perf_counter()
         last_dev = self.epochs[-1]["dev_f1"] if self.epochs else None
         show = progress and world.main

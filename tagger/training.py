@@ -24,6 +24,7 @@ from tagger.checkpoint import (
     save_checkpoint,
 )
 from tagger.config import TrainConfig
+from tagger.continued import Continuation, Replay
 from tagger.data import decoded_tags, load_data, tag_names
 from tagger.distributed import SINGLE, World, barrier, broadcast
 from tagger.distributed import current as current_world
@@ -73,13 +74,21 @@ class Setup:
     gold: dict[str, list[list[str]]]  # IOB2 tags per split, what scores compare against
     model: SequenceTagger
     device: torch.device
+    init_from: dict | None = None  # continued training: the model it started from
+    replay: Replay | None = None  # continued training: old sentences mixed into each epoch
 
 
 def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Setup:
     """Load the data, build the vocabulary (train split only) and the model.
 
-    In a distributed run rank 0 builds the vocabulary and sends it to the others, and
-    every rank joins the process group on its own device."""
+    With ``init_from`` the architecture, the vocabulary to grow and the weights come from
+    that model (``tagger.continued``). In a distributed run rank 0 builds the vocabulary
+    and sends it to the others, and every rank joins the process group on its own device."""
+    continuation = None
+    if config.init_from:  # first: loading a model draws random numbers
+        continuation = Continuation(config)
+        config = continuation.config
+        say(continuation.describe())
     seed_everything(config.seed)
     device = resolve_device(config.device)
     if world.distributed:
@@ -89,15 +98,18 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         dev=config.dev,
         test=config.test,
         revision=config.revision,
-        tag_column=config.tag_column,
-        encoding=config.encoding,
         scheme=config.scheme,
         unseen_labels=config.unseen_labels,
+        dev_fraction=config.dev_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        known_types=continuation.init.entity_types if continuation else (),
+        **config.reading(),
     )
     if "validation" not in data:
         raise TaggerError(
             "the data has no validation split, needed for early stopping: give --dev PATH "
-            "(or a folder with dev.txt)"
+            "(or a folder with dev.txt), or carve one out with --dev-fraction 0.1"
         )
     vectors = None
     if config.embeddings:
@@ -105,7 +117,9 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         if vectors.dim != config.word_dim:
             config = replace(config, word_dim=vectors.dim)
     vocab = None
-    if world.main:
+    if world.main and continuation is not None:
+        vocab = continuation.vocab(data["train"])
+    elif world.main:
         vocab = Vocab.build(
             data["train"]["tokens"],
             tag_names(data["train"]),
@@ -119,7 +133,11 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         vocab = Vocab.from_dict(broadcast(vocab.to_dict() if vocab else None, world))
     encoded = {split: encode(vocab, ds["tokens"], decoded_tags(ds)) for split, ds in data.items()}
     gold = {split: [schemes.to_iob2(t) for t in decoded_tags(ds)] for split, ds in data.items()}
-    model = SequenceTagger(config.model, vocab)
+    if continuation is not None:
+        model = continuation.model(vocab)
+        replay = continuation.replay(vocab, data["train"])
+    else:
+        model, replay = SequenceTagger(config.model, vocab), None
     if vectors is not None:
         model.embedder.load_pretrained(vocab, vectors.vectors, config.freeze_embeddings)
     if config.unk_replace:
@@ -134,7 +152,11 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         f"{config.decoder}, {sum(p.numel() for p in model.parameters()):,} parameters on {device}"
         + (f", {world.size} processes" if world.distributed else "")
     )
-    return Setup(config, data, vocab, encoded, gold, model.to(device), device)
+    init_from = None
+    if continuation is not None:
+        say(continuation.grown(vocab, replay))
+        init_from = continuation.record()
+    return Setup(config, data, vocab, encoded, gold, model.to(device), device, init_from, replay)
 
 
 def dry_run(config: TrainConfig, say=lambda *_: None) -> str:
@@ -205,7 +227,7 @@ def _absolute(config: TrainConfig) -> TrainConfig:
     """The config with its local paths made absolute, so that a checkpoint resumed from
     another working directory reads the same files and writes where the run would have."""
     paths = {"output": config.output}
-    for key in ("data", "dev", "test", "embeddings"):
+    for key in ("data", "dev", "test", "embeddings", "init_from", "replay"):
         value = getattr(config, key)
         if value and Path(value).expanduser().exists():
             paths[key] = value
@@ -333,7 +355,8 @@ def save_final(
     """Score the final model (one tagger or an ensemble) on dev and test, write its
     model folder (rank 0) and print the reports: the one place a run's result is saved.
     ``history``: ``best_epoch``, ``seconds``, ``interrupted``, ``epochs`` (and an
-    ensemble's ``members``)."""
+    ensemble's ``members``). A continued run also records the model it started from
+    (``init_from``) and its ``replay``."""
     scorer = Tagger(model, config, setup.vocab)
     final = {
         split: score(
@@ -351,6 +374,10 @@ def save_final(
         "parameters": sum(p.numel() for p in model.parameters()),
         **{k: v for k, v in history.items() if k != "best_epoch"},
     }
+    if setup.init_from is not None:
+        metrics["init_from"] = setup.init_from
+    if setup.replay is not None:
+        metrics["replay"] = setup.replay.record()
     data_info = {
         "fingerprint": fingerprint(setup.data["train"]["tokens"], setup.gold["train"]),
         "source": config.data or "bundled",

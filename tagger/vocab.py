@@ -56,23 +56,58 @@ class Vocab:
         count, after the counted ones.
         """
         probe = cls([PAD, UNK], [PAD, UNK], list(labels), lowercase, normalize_digits)
-        word_counts: Counter[str] = Counter()
-        char_counts: Counter[str] = Counter()
-        for tokens in sentences:
-            word_counts.update(probe.normalize(t) for t in tokens)
-            for t in tokens:
-                char_counts.update(t)
-        kept = [w for w, n in _ranked(word_counts) if n >= min_freq]
-        if max_size is not None:
-            kept = kept[:max_size]
+        kept, chars = probe._counted(sentences, min_freq, char_min_freq)
+        kept = kept[:max_size]
         seen = set(kept)
         for word in extra_words:
             word = probe.normalize(word)
             if word not in seen:
                 seen.add(word)
                 kept.append(word)
-        chars = [c for c, n in _ranked(char_counts) if n >= char_min_freq]
         return cls([PAD, UNK, *kept], [PAD, UNK, *chars], list(labels), lowercase, normalize_digits)
+
+    def grow(
+        self,
+        sentences: Iterable[Sequence[str]],
+        labels: Sequence[str],
+        *,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        char_min_freq: int = 1,
+    ) -> Vocab:
+        """This vocabulary with the words and characters of new (training) sentences that
+        it lacks appended, so that every old word and character id keeps its meaning
+        (continued training). ``min_freq`` and ``max_size`` apply to the new words only.
+
+        ``labels`` is the new label list and must hold every old label; their ids may
+        change (``tagger.continued`` maps label-indexed weights by name)."""
+        lost = sorted(set(self.labels) - set(labels))
+        if lost:
+            raise ValueError(f"the grown label set lacks {', '.join(lost)}")
+        words, chars = self._counted(sentences, min_freq, char_min_freq)
+        new_words = [w for w in words if w not in self._word_index][:max_size]
+        new_chars = [c for c in chars if c not in self._char_index]
+        return Vocab(
+            [*self.words, *new_words],
+            [*self.chars, *new_chars],
+            list(labels),
+            self.lowercase,
+            self.normalize_digits,
+        )
+
+    def _counted(
+        self, sentences: Iterable[Sequence[str]], min_freq: int, char_min_freq: int
+    ) -> tuple[list[str], list[str]]:
+        """The (normalised) words seen ``min_freq`` times and the characters seen
+        ``char_min_freq`` times in ``sentences``, most frequent first."""
+        word_counts: Counter[str] = Counter()
+        char_counts: Counter[str] = Counter()
+        for tokens in sentences:
+            word_counts.update(self.normalize(t) for t in tokens)
+            for t in tokens:
+                char_counts.update(t)
+        words = [w for w, n in _ranked(word_counts) if n >= min_freq]
+        return words, [c for c, n in _ranked(char_counts) if n >= char_min_freq]
 
     def normalize(self, word: str) -> str:
         """The form words are looked up by (lower-cased, digits as 0, as configured)."""

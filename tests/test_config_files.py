@@ -25,7 +25,18 @@ def test_template_parses_back_to_the_defaults():
     values = tomllib.loads(toml_template())
     assert sorted(values) == sorted(set(FIELDS) - set(UNSET))
     assert TrainConfig.from_dict(values) == TrainConfig()
-    assert UNSET == ["data", "dev", "test", "revision", "max_vocab", "embeddings", "threads"]
+    assert UNSET == [
+        "data",
+        "dev",
+        "test",
+        "revision",
+        "map_labels",
+        "init_from",
+        "replay",
+        "max_vocab",
+        "embeddings",
+        "threads",
+    ]
 
 
 def test_template_comments_every_key_and_comments_out_unset_ones():

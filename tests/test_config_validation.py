@@ -31,7 +31,7 @@ def test_every_field_is_checked_somewhere():
     from tagger.config import CHOICES
 
     bools = {"lowercase", "normalize_digits", "bidirectional", "freeze_embeddings", "overwrite"}
-    other = {"device", "lang", "encoding"}
+    other = {"device", "lang", "encoding", "map_labels", "replay_fraction"}
     checked = set(CHOICES) | set(INT_RANGES) | set(FLOATS) | set(PATHS) | bools | other
     assert checked == set(FIELDS)
 
@@ -147,7 +147,8 @@ def test_bad_encodings(encoding):
 
 @pytest.mark.parametrize("key", PATHS)
 def test_paths_not_empty_and_without_nul(key):
-    assert getattr(TrainConfig.from_dict({key: "some/where"}), key) == "some/where"
+    values = {key: "some/where"} | ({"init_from": "model"} if key == "replay" else {})
+    assert getattr(TrainConfig.from_dict(values), key) == "some/where"
     unset = "" if key == "output" else " (leave it out, or null, to unset it)"
     assert error({key: ""}) == f"run.json: {key} must not be empty{unset}"
     assert error({key: "a\x00b"}) == f"run.json: {key} must not contain a NUL character"

@@ -177,7 +177,8 @@ def test_folder_without_train_file(tmp_path):
     with pytest.raises(TaggerError) as err:
         data.load_data(tmp_path)
     assert message(err) == (
-        f"{tmp_path}: no training file found (expected one of train.txt, train.conll, eng.train)"
+        f"{tmp_path}: no training file found (expected one of train.txt, train.conll, "
+        "eng.train, train.jsonl)"
     )
 
 

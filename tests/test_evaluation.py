@@ -79,15 +79,21 @@ def test_evaluate_model_folder(trained_model, tagger_model, tiny_corpus):
     result = evaluate(trained_model, tiny_corpus)
     data = load_data(tiny_corpus)
     expected = score(decoded_tags(data["test"]), tagger_model.predict(data["test"]["tokens"]))
-    assert result == expected
-    assert set(result) == {"precision", "recall", "f1", "macro_f1", "support", "per_type", "mode"}
+    assert result == {**expected, "unknown_types": []}
+    assert set(result) == {
+        *("precision", "recall", "f1", "macro_f1", "support", "per_type", "mode"),
+        "unknown_types",
+    }
     assert result["support"] == sum(len(get_entities(t)) for t in decoded_tags(data["test"])) > 15
     # The same from a Tagger, a DatasetDict or a Dataset.
     assert evaluate(tagger_model, data) == result
     assert evaluate(tagger_model, data["test"]) == result
-    assert evaluate(tagger_model, tiny_corpus, split="validation") == score(
-        decoded_tags(data["validation"]), tagger_model.predict(data["validation"]["tokens"])
-    )
+    assert evaluate(tagger_model, tiny_corpus, split="validation") == {
+        **score(
+            decoded_tags(data["validation"]), tagger_model.predict(data["validation"]["tokens"])
+        ),
+        "unknown_types": [],
+    }
     assert evaluate(tagger_model, data, strict=True)["mode"] == "strict"
 
 
@@ -96,13 +102,11 @@ def test_evaluate_errors(tagger_model, tiny_corpus, tmp_path):
     with pytest.raises(TaggerError) as err:
         evaluate(tagger_model, data, split="dev")
     assert str(err.value) == "no 'dev' split in the data (splits: train, validation, test)"
+    # A type the model does not know is scored as missed and named, not refused.
     (tmp_path / "train.txt").write_text("Bonn B-LOC\n\nTim B-MISC\n")
-    with pytest.raises(TaggerError) as err:
-        evaluate(tagger_model, tmp_path, split="train")
-    assert str(err.value) == (
-        "label B-MISC is not one the model knows (O, B-LOC, I-LOC, E-LOC, S-LOC, B-ORG, "
-        "I-ORG, E-ORG, S-ORG, B-PER, I-PER, E-PER, S-PER)"
-    )
+    result = evaluate(tagger_model, tmp_path, split="train")
+    assert result["unknown_types"] == ["MISC"]
+    assert result["per_type"]["MISC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
 
 
 def test_evaluate_defaults_to_the_data_the_model_was_trained_on(
@@ -110,7 +114,7 @@ def test_evaluate_defaults_to_the_data_the_model_was_trained_on(
 ):
     data = load_data(tiny_corpus)  # the model's config.data
     test = score(decoded_tags(data["test"]), tagger_model.predict(data["test"]["tokens"]))
-    assert evaluate(tagger_model) == test
+    assert evaluate(tagger_model) == {**test, "unknown_types": []}
     assert evaluate(trained_model, split="validation") == evaluate(
         tagger_model, data, split="validation"
     )
@@ -145,19 +149,22 @@ def test_training_source():
         encoding="latin-1",
         tag_column=2,
     )
-    own = {"encoding": "latin-1", "tag_column": 2}
-    assert training_source(config) == (
-        "corpus/train.txt",
-        {**own, "dev": "dev.txt", "test": "test.txt", "revision": "v1"},
-    )
-    # Other data: only the model's encoding and tag column; options given (not None) win.
+    own = {"encoding": "latin-1", "tag_column": 2, "lang": "en", "misaligned": "error"}
+    as_trained = {"data_format": "auto", "map_labels": None, "dev_fraction": 0.0}
+    as_trained.update(test_fraction=0.0, seed=13, dev="dev.txt", test="test.txt", revision="v1")
+    assert training_source(config) == ("corpus/train.txt", {**own, **as_trained})
+    # Other data: the model's encoding, tag column, language and misaligned policy (the
+    # format is detected, no label map, no split); options given (not None) win.
     assert training_source(config, "conll2003") == ("conll2003", own)
     assert training_source(config, "x", encoding="utf-8", tag_column=None, dev="d") == (
         "x",
-        {"encoding": "utf-8", "tag_column": 2, "dev": "d"},
+        {**own, "encoding": "utf-8", "dev": "d"},
     )
     assert training_source(config, None, revision=None, test="t")[1]["test"] == "t"
-    assert training_source(TrainConfig()) == (
-        None,
-        {"encoding": "utf-8", "tag_column": -1, "dev": None, "test": None, "revision": None},
-    )
+    defaults = training_source(TrainConfig())
+    assert defaults[0] is None
+    assert defaults[1] == {
+        **{"encoding": "utf-8", "tag_column": -1, "lang": "en", "misaligned": "error"},
+        **{"data_format": "auto", "map_labels": None, "dev_fraction": 0.0, "test_fraction": 0.0},
+        **{"seed": 13, "dev": None, "test": None, "revision": None},
+    }

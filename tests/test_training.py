@@ -98,7 +98,7 @@ def test_missing_validation_split(tmp_path):
         train(tiny_config(data=str(folder), output=str(out)), progress=False)
     assert str(err.value) == (
         "the data has no validation split, needed for early stopping: give --dev PATH "
-        "(or a folder with dev.txt)"
+        "(or a folder with dev.txt), or carve one out with --dev-fraction 0.1"
     )
     assert not out.exists()
 
