@@ -56,7 +56,13 @@ def casing(word: str) -> int:
 
 @dataclass
 class Encoded:
-    """A list of sentences as flat arrays (``n_tokens`` long) over a type table."""
+    """A list of sentences as flat arrays (``n_tokens`` long) over a type table.
+
+    Partially annotated sentences (continued training's replayed ones, whose source did
+    not annotate some of the run's entity types) are marked in ``partial``; ``relaxed``
+    says which labels each annotated label may stand for in them. Both are None in an
+    ordinary split (every sentence fully annotated), or both are set, with ``tag_ids``.
+    """
 
     type_ids: np.ndarray  # (n_tokens,) row in the type table
     offsets: np.ndarray  # (n_sentences + 1,) sentence i is type_ids[offsets[i]:offsets[i+1]]
@@ -64,6 +70,10 @@ class Encoded:
     type_words: np.ndarray  # (n_types,) word id
     type_casing: np.ndarray  # (n_types,) casing id
     type_chars: np.ndarray  # (n_types, max_chars) char ids, PAD-padded
+    partial: np.ndarray | None = None  # (n_sentences,) bool: partially annotated
+    # (K, K) bool over the K labels: row k, the labels a token tagged k in a partial
+    # sentence may really have (k itself and, for O, the labels of unannotated types)
+    relaxed: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -85,6 +95,10 @@ class Batch:
     mask: torch.Tensor  # (B, T) bool
     tags: torch.Tensor | None  # (B, T), 0 at padding
     index: np.ndarray  # (B,) sentence numbers in the encoded split
+    # (B, T, K) bool, the labels each token may have, when the batch holds partially
+    # annotated sentences (its fully annotated ones allow their tag only; padding none);
+    # None otherwise, and the loss is the ordinary one
+    allowed: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
@@ -97,6 +111,7 @@ class Batch:
             move(self.mask),
             move(self.tags),
             self.index,
+            move(self.allowed),
         )
 
 
@@ -147,9 +162,12 @@ def make_batch(enc: Encoded, index: np.ndarray) -> Batch:
     char_ids = char_ids[:, : max(1, int((char_ids != PAD_ID).sum(1).max(initial=1)))]
     word_ids = np.where(mask, enc.type_words[types], PAD_ID)
     casing_ids = np.where(mask, enc.type_casing[types], 0)
-    tags = None
+    tags, allowed = None, None
     if enc.tag_ids is not None:
-        tags = torch.from_numpy(np.where(mask, enc.tag_ids[flat], 0))
+        tag_ids = np.where(mask, enc.tag_ids[flat], 0)
+        tags = torch.from_numpy(tag_ids)
+        if enc.partial is not None and enc.partial[index].any():
+            allowed = torch.from_numpy(_allowed(enc, enc.partial[index], tag_ids, mask))
     return Batch(
         word_ids=torch.from_numpy(word_ids),
         casing_ids=torch.from_numpy(casing_ids),
@@ -159,7 +177,17 @@ def make_batch(enc: Encoded, index: np.ndarray) -> Batch:
         mask=torch.from_numpy(mask),
         tags=tags,
         index=index,
+        allowed=allowed,
     )
+
+
+def _allowed(enc: Encoded, partial: np.ndarray, tags: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(B, T, K) bool: the labels each token of a batch may have. partial (B,) bool, tags
+    and mask (B, T): a partial sentence's token tagged k may have ``enc.relaxed[k]``,
+    another sentence's only k; padding none."""
+    exact = np.eye(len(enc.relaxed), dtype=bool)[tags]
+    allowed = np.where(partial[:, None, None], enc.relaxed[tags], exact)
+    return allowed & mask[:, :, None]
 
 
 def bucket_indices(

@@ -58,8 +58,9 @@ def user_errors(command):
             if sys.stdout is not None:
                 sys.stdout.flush()
             return result
-        except TaggerError as err:
-            _say(f"error: {err}")
+        except TaggerError as err:  # a list of problems (bad spans): one line each
+            for line in str(err).splitlines() or [""]:
+                _say(f"error: {line}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt as err:  # training says what it saved and how to go on
             _say(str(err) or "interrupted")
@@ -160,8 +161,8 @@ DataOpt = Annotated[
         "or a training file. Default: the bundled corpus.",
     ),
 ]
-DevOpt = Annotated[Path | None, typer.Option(help="CoNLL file for the validation split.")]
-TestOpt = Annotated[Path | None, typer.Option(help="CoNLL file for the test split.")]
+DevOpt = Annotated[Path | None, typer.Option(help=f"{HELP['dev'].capitalize()}.")]
+TestOpt = Annotated[Path | None, typer.Option(help=f"{HELP['test'].capitalize()}.")]
 RevisionOpt = Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")]
 EncodingOpt = Annotated[str | None, typer.Option(help="Text encoding of the input files.")]
 TagColumnOpt = Annotated[

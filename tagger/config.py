@@ -292,9 +292,10 @@ class TrainConfig:
 
 
 HELP = {
-    "data": "hub id (e.g. conll2003), folder of CoNLL files or training file; unset = bundled",
-    "dev": "CoNLL file for the validation split",
-    "test": "CoNLL file for the test split",
+    "data": "hub id (e.g. conll2003), folder or training file (CoNLL, span JSONL/JSON, "
+    ".spacy); unset = bundled",
+    "dev": "file for the validation split (any format the training file may have)",
+    "test": "file for the test split (any format the training file may have)",
     "revision": "hub revision (branch, tag or commit)",
     "tag_column": "column holding the tag (0-based; -1 = last)",
     "encoding": "text encoding of the input files",

@@ -6,6 +6,12 @@ character ids keep their meaning, the new data's are appended; the labels cover 
 and the new entity types); every old weight is carried into a freshly initialised network,
 label-indexed ones by label name. ``--replay`` mixes the model's old training data into
 every epoch so that learning the new data does not erase the old (rehearsal).
+
+The old data annotates only the model's entity types: where it says ``O``, a mention of
+a type the run adds may be hiding (a product name in data that never tagged products).
+Replayed sentences therefore train with partial labels (``Replay``): their ``O`` tokens
+may be ``O`` or any label of such an "open" type, so replay does not teach the model that
+mentions of the new types are ``O``.
 """
 
 from __future__ import annotations
@@ -109,7 +115,14 @@ class Continuation:
         if self.old is None:
             return None
         new = (list(train["tokens"]), decoded_tags(train))
-        return Replay.of(self.config.replay, vocab, new, self.old, self.config.replay_fraction)
+        return Replay.of(
+            self.config.replay,
+            vocab,
+            new,
+            self.old,
+            self.config.replay_fraction,
+            annotated=self.init.entity_types,
+        )
 
     def grown(self, vocab: Vocab, replay: Replay | None) -> str:
         """The progress line saying what the run adds to the model."""
@@ -125,6 +138,8 @@ class Continuation:
                 f"; replaying {replay.per_epoch:,} of the {replay.sentences:,} sentences "
                 f"of {replay.source} each epoch"
             )
+            if replay.open_types:
+                line += f" (partial labels: their O may be {', '.join(replay.open_types)})"
         return line
 
     def record(self) -> dict:
@@ -220,26 +235,49 @@ def _types(labels: Iterable[str]) -> set[str]:
 
 @dataclass
 class Replay:
-    """Old training sentences mixed into every epoch of a continued run."""
+    """Old training sentences mixed into every epoch of a continued run.
+
+    The old sentences are partially annotated when the run has entity types their data
+    does not annotate (``open_types``): ``encoded.partial`` marks them, and their ``O``
+    tokens may also be any label of an open type (``encoded.relaxed``), so the loss sums
+    over those readings (``CRF.partial_log_likelihood``). Without open types nothing is
+    marked and replay trains as the new data does."""
 
     source: str
     encoded: Encoded  # the new training sentences, then the old ones, over one type table
     new: int  # how many of ``encoded``'s sentences are new (they come first)
     per_epoch: int  # old sentences drawn for each epoch
     fingerprint: str  # of the old sentences
+    open_types: tuple[str, ...] = ()  # entity types the old sentences do not annotate
 
     @classmethod
     def of(
-        cls, source: str, vocab: Vocab, new: Sentences, old: Sentences, fraction: float
+        cls,
+        source: str,
+        vocab: Vocab,
+        new: Sentences,
+        old: Sentences,
+        fraction: float,
+        *,
+        annotated: Iterable[str],
     ) -> Replay:
         """Encode ``new`` and ``old`` sentences together; each epoch draws
-        ``round(fraction * len(new))`` old ones (all of them at most)."""
+        ``round(fraction * len(new))`` old ones (all of them at most).
+
+        ``annotated``: the entity types the old data annotates, those of the model it
+        trained (types found in its tags count too). Every other type of ``vocab`` is
+        open: the old sentences' ``O`` tokens may be mentions of it."""
         from tagger.training import fingerprint
 
         encoded = encode(vocab, new[0] + old[0], new[1] + old[1])
+        known = set(annotated) | _types(t for tags in old[1] for t in tags)
+        open_types = tuple(sorted(_types(vocab.labels) - known))
+        if open_types:
+            encoded.partial = np.arange(len(encoded)) >= len(new[0])
+            encoded.relaxed = _relaxed(vocab.labels, open_types)
         per_epoch = min(round(fraction * len(new[0])), len(old[0]))
         iob2 = [schemes.to_iob2(tags) for tags in old[1]]
-        return cls(source, encoded, len(new[0]), per_epoch, fingerprint(old[0], iob2))
+        return cls(source, encoded, len(new[0]), per_epoch, fingerprint(old[0], iob2), open_types)
 
     def draw(self, rng: np.random.Generator) -> Encoded:
         """One epoch's training sentences: every new one and ``per_epoch`` old ones, drawn
@@ -272,4 +310,18 @@ def _select(enc: Encoded, index: np.ndarray) -> Encoded:
     # token t of the selection is token t - offsets[i] of sentence index[i] in ``enc``
     positions = np.repeat(enc.offsets[index] - offsets[:-1], lengths) + np.arange(offsets[-1])
     tags = None if enc.tag_ids is None else enc.tag_ids[positions]
-    return replace(enc, type_ids=enc.type_ids[positions], offsets=offsets, tag_ids=tags)
+    partial = None if enc.partial is None else enc.partial[index]
+    return replace(
+        enc, type_ids=enc.type_ids[positions], offsets=offsets, tag_ids=tags, partial=partial
+    )
+
+
+def _relaxed(labels: list[str], open_types: Iterable[str]) -> np.ndarray:
+    """(K, K) bool over ``labels``: row k, the labels a partially annotated token tagged
+    ``labels[k]`` may have. An entity label is certain (itself only); ``O`` may be ``O``
+    or any label of an ``open_types`` type (the scheme's constraints still apply)."""
+    relaxed = np.eye(len(labels), dtype=bool)
+    open_types = set(open_types)
+    outside = labels.index(schemes.OUTSIDE)
+    relaxed[outside] |= [schemes.parse_tag(t)[1] in open_types for t in labels]
+    return relaxed

@@ -2,10 +2,12 @@
 
 Shapes: ``emissions`` (batch, seq_len, num_tags), floating point; ``mask`` (batch,
 seq_len), bool; ``tags`` (batch, seq_len), int64 label ids in ``[0, num_tags)`` (padding
-too: 0 will do). Batch first; seq_len is at least 1, every sequence has at least one
-token (``mask[:, 0]`` all true) and its mask is a prefix of ones. The public methods
-check all of this (like pytorch-crf's ``_validate``) and raise ``ValueError`` naming the
-broken precondition: a caller's bug, never bad user data.
+too: 0 will do); ``allowed`` (batch, seq_len, num_tags), bool, the tags each token may
+have under partial annotation (at least one per real token; padding rows are ignored).
+Batch first; seq_len is at least 1, every sequence has at least one token
+(``mask[:, 0]`` all true) and its mask is a prefix of ones. The public methods check all
+of this (like pytorch-crf's ``_validate``) and raise ``ValueError`` naming the broken
+precondition: a caller's bug, never bad user data.
 All loops run over time steps only; each step is one batched tensor operation.
 """
 
@@ -68,7 +70,11 @@ class CRF(nn.Module):
         )
 
     def _validate(
-        self, emissions: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor | None = None
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        tags: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
     ) -> None:
         """Raise ``ValueError`` unless the inputs meet the preconditions in the module
         docstring. Shapes and dtypes cost nothing; the values are checked with a few
@@ -97,27 +103,46 @@ class CRF(nn.Module):
                 )
             if tags.dtype != torch.long:
                 raise ValueError(f"CRF: tags must be int64 (torch.long), not {tags.dtype}")
-        checks = [mask[:, 0].all(), ~(mask[:, 1:] & ~mask[:, :-1]).any()]
+        if allowed is not None:
+            if allowed.shape != emissions.shape:
+                raise ValueError(
+                    f"CRF: allowed must have shape (batch, seq_len, num_tags) = "
+                    f"{tuple(emissions.shape)} like the emissions, not {tuple(allowed.shape)}"
+                )
+            if allowed.dtype != torch.bool:
+                raise ValueError(f"CRF: allowed must be a bool tensor, not {allowed.dtype}")
+        checks = {
+            "first": mask[:, 0].all(),
+            "prefix": ~(mask[:, 1:] & ~mask[:, :-1]).any(),
+        }
         if tags is not None:
-            checks.append(((tags >= 0) & (tags < self.num_tags)).all())
-        first, prefix, *in_range = torch.stack(checks).tolist()
-        if not first:
+            checks["in_range"] = ((tags >= 0) & (tags < self.num_tags)).all()
+        if allowed is not None:
+            checks["some_allowed"] = (allowed.any(2) | ~mask).all()
+        passed = dict(zip(checks, torch.stack(list(checks.values())).tolist()))
+        if not passed["first"]:
             empty = (~mask[:, 0]).nonzero()[0, 0].item()
             raise ValueError(
                 "CRF: every sequence needs at least one token (mask[:, 0] all true); "
                 f"sequence {empty} has none"
             )
-        if not prefix:
+        if not passed["prefix"]:
             row = (mask[:, 1:] & ~mask[:, :-1]).any(1).nonzero()[0, 0].item()
             raise ValueError(
                 "CRF: each sequence's mask must be a prefix of ones (no true after a false); "
                 f"sequence {row}'s is not"
             )
-        if in_range and not in_range[0]:
+        if not passed.get("in_range", True):
             bad = tags[(tags < 0) | (tags >= self.num_tags)][0].item()
             raise ValueError(
                 f"CRF: tags must be label ids in [0, num_tags={self.num_tags}) (padding too), "
                 f"not {bad}"
+            )
+        if not passed.get("some_allowed", True):
+            row, pos = (~allowed.any(2) & mask).nonzero()[0].tolist()
+            raise ValueError(
+                "CRF: allowed must leave every token at least one tag; "
+                f"token {pos} of sequence {row} has none"
             )
 
     def log_likelihood(
@@ -127,6 +152,32 @@ class CRF(nn.Module):
         tags and mask (batch, seq_len) -> (batch,)."""
         self._validate(emissions, mask, tags)
         return self._path_score(emissions, tags, mask) - self._log_partition(emissions, mask)
+
+    def partial_log_likelihood(
+        self, emissions: torch.Tensor, allowed: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Log p(some tag path the partial labels allow | emissions) per sequence:
+        emissions and allowed (batch, seq_len, num_tags), mask (batch, seq_len) ->
+        (batch,).
+
+        For partially annotated sentences (Tsuboi et al., 2008, "Training conditional
+        random fields using incomplete annotations"): where a token's tag is unknown,
+        the numerator sums over every valid path through the tags ``allowed`` leaves it,
+        log sum_{allowed paths} exp(score) - log Z, instead of fixing one path. So
+        annotation that cannot tell, e.g., "not annotated" from ``O`` teaches nothing
+        about which of its allowed tags is right, and nothing wrong. With exactly one
+        tag allowed per token this is ``log_likelihood`` of those tags (up to rounding).
+
+        The numerator is the forward algorithm over the emissions with every disallowed
+        tag's score replaced by ``FORBIDDEN``: like the forbidden transitions, finite,
+        so those paths carry no probability yet the gradients stay clean (and the
+        disallowed scores get none from the numerator). The tags allowed must leave at
+        least one path the scheme allows (the annotated one does); else the numerator
+        is only as large as the penalty lets it be and the loss is huge.
+        """
+        self._validate(emissions, mask, allowed=allowed)
+        constrained = emissions.masked_fill(~allowed, FORBIDDEN)
+        return self._log_partition(constrained, mask) - self._log_partition(emissions, mask)
 
     def _path_score(self, emissions, tags, mask) -> torch.Tensor:
         start, trans, end = self._scores()

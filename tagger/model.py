@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from tagger.batching import CASINGS, Batch
 from tagger.config import ModelConfig, TrainConfig
-from tagger.crf import CRF
+from tagger.crf import CRF, FORBIDDEN
 from tagger.vocab import PAD_ID, UNK_ID, Vocab
 
 RNN_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -230,9 +230,26 @@ class Encoder(nn.Module):
 class SoftmaxDecoder(nn.Module):
     """Independent per-token decisions: cross-entropy loss, argmax decoding."""
 
-    def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Summed token cross-entropy per sentence, averaged over the batch (a scalar)."""
-        nll = nn.functional.cross_entropy(emissions[mask], tags[mask], reduction="sum")
+    def loss(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Summed token cross-entropy per sentence, averaged over the batch (a scalar).
+
+        emissions (B, T, K), tags and mask (B, T). With ``allowed`` (B, T, K) bool, the
+        tags each token may have (partial annotation, see ``CRF.partial_log_likelihood``;
+        at least one per real token), ``tags`` is not used and a token costs
+        -log sum_{allowed k} p(k): the probability of its allowed tags as a whole, so
+        the model is free to choose among them. One allowed tag is the cross-entropy."""
+        if allowed is None:
+            nll = nn.functional.cross_entropy(emissions[mask], tags[mask], reduction="sum")
+            return nll / emissions.size(0)
+        scores = emissions[mask]  # (N, K) the real tokens
+        kept = scores.masked_fill(~allowed[mask], FORBIDDEN)  # finite: clean gradients
+        nll = (scores.logsumexp(1) - kept.logsumexp(1)).sum()
         return nll / emissions.size(0)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -251,9 +268,22 @@ class CRFDecoder(nn.Module):
         super().__init__()
         self.crf = CRF(labels, scheme)
 
-    def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood per sentence, averaged over the batch (a scalar)."""
-        return -self.crf.log_likelihood(emissions, tags, mask).mean()
+    def loss(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Negative log-likelihood per sentence, averaged over the batch (a scalar).
+
+        emissions (B, T, K), tags and mask (B, T). With ``allowed`` (B, T, K) bool, the
+        tags each token may have, ``tags`` is not used and the likelihood is that of
+        every path ``allowed`` leaves (``CRF.partial_log_likelihood``): what partially
+        annotated sentences train with."""
+        if allowed is None:
+            return -self.crf.log_likelihood(emissions, tags, mask).mean()
+        return -self.crf.partial_log_likelihood(emissions, allowed, mask).mean()
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.crf.decode(emissions, mask)
@@ -321,7 +351,9 @@ class SequenceTagger(nn.Module):
         return self.projection(encoded).float()  # fp32 for the decoder, also under autocast
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        return self.decoder.loss(self.emissions(batch), batch.tags, batch.mask)
+        """The batch's mean loss per sentence; a batch with partially annotated
+        sentences (``batch.allowed``) trains them with the partial-label objective."""
+        return self.decoder.loss(self.emissions(batch), batch.tags, batch.mask, batch.allowed)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """The training loss: what DistributedDataParallel calls to sync gradients."""

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 FORMATS = ("doccano", "label-studio", "prodigy", "tagger")
 MISALIGNED = ("error", "expand", "contract", "drop")
+MISALIGNED_TEXT = "does not line up with token boundaries"
+SHOWN = 20  # bad records and spans listed one per line before the rest are counted
 MISALIGNED_HINT = "--misaligned expand|contract|drop chooses what to do instead"
 MOVED = {"expand": "expanded to token boundaries", "contract": "contracted to token boundaries"}
 # Prodigy answers that mean "do not train on this example" (``prodigy data-to-spacy``
@@ -121,7 +123,8 @@ def read_span_docs(
     chosen: list[Record] = []
     moved = 0
     items = []
-    for index, record in enumerate(_records(read_text(path, encoding), name, fmt, skipped)):
+    records = _records(read_text(path, encoding), name, fmt, skipped, problems)
+    for index, record in enumerate(records):
         doc = _record_doc(record, nlp)
         ents, n_moved = _align(record, doc, misaligned, problems)
         doc.ents = ents
@@ -130,9 +133,7 @@ def read_span_docs(
         number = index if record.document is None else record.document
         items.append(Annotated(doc, record.where, number))
     if problems:
-        more = len(problems) - 1
-        tail = f" ... and {more} more misaligned span{'s' * (more > 1)}" if more else ""
-        raise TaggerError(f"{problems[0]}{tail}; {MISALIGNED_HINT}")
+        raise _span_errors(name, problems)
     if not any(not token.is_space for item in items for token in item.doc):
         raise TaggerError(f"{name}: no annotated records found")
     if notes is not None:
@@ -148,6 +149,20 @@ def read_span_docs(
             done = MOVED.get(misaligned, "dropped")
             notes.append(f"{name}: {moved} misaligned span{_s(moved)} {done}")
     return items
+
+
+def _span_errors(name: str, problems: list[str]) -> TaggerError:
+    """One line per bad record or span (the first ``SHOWN``), then the count and what to
+    do."""
+    shown = problems[:SHOWN]
+    if len(problems) > SHOWN:
+        shown.append(f"... and {len(problems) - SHOWN} more")
+    misaligned = sum(MISALIGNED_TEXT in p for p in problems)
+    if len(problems) == 1:
+        return TaggerError(f"{problems[0]}; {MISALIGNED_HINT}" if misaligned else problems[0])
+    hint = f" ({misaligned} misaligned: {MISALIGNED_HINT})" if misaligned else ""
+    total = f"{name}: {len(problems)} problems, nothing read{hint}"
+    return TaggerError("\n".join([*shown, total]))
 
 
 def _s(n: int) -> str:
@@ -199,15 +214,18 @@ def doc_sentences(item: Annotated) -> list[Sentence]:
 # --------------------------------------------------------------------------- records
 
 
-def _records(text: str, name: str, fmt: str | None, skipped: Counter[str]) -> Iterator[Record]:
+def _records(
+    text: str, name: str, fmt: str | None, skipped: Counter[str], problems: list[str]
+) -> Iterator[Record]:
     """Records of a JSON array (a Label Studio export) or of JSON lines (the others);
-    ``skipped`` counts, by format, the records that are not training data."""
+    ``skipped`` counts, by format, the records that are not training data; span problems
+    go to ``problems``."""
     if text.lstrip().startswith("["):
         items = _json(text, name, whole_file=True)
         if not isinstance(items, list):
             raise TaggerError(f"{name}: expected a JSON array of tasks")
         wheres = (_task_where(name, item, i) for i, item in enumerate(items))
-        yield from _parse_all(zip(wheres, items), fmt, skipped)
+        yield from _parse_all(zip(wheres, items), fmt, skipped, problems)
         return
     lines = text.split("\n")
     pairs = (
@@ -215,25 +233,35 @@ def _records(text: str, name: str, fmt: str | None, skipped: Counter[str]) -> It
         for n, line in enumerate(lines, start=1)
         if line.strip()
     )
-    yield from _parse_all(pairs, fmt, skipped)
+    yield from _parse_all(pairs, fmt, skipped, problems)
 
 
 def _parse_all(
-    pairs: Iterator[tuple[str, Any]], fmt: str | None, skipped: Counter[str]
+    pairs: Iterator[tuple[str, Any]],
+    fmt: str | None,
+    skipped: Counter[str],
+    problems: list[str],
 ) -> Iterator[Record]:
     """Parse each ``(where, object)``; the format is the forced one or the first record's
-    (one file comes from one tool: a record that does not fit it is a mistake to report)."""
+    (one file comes from one tool: a record that does not fit it is a mistake to report).
+    Records with bad spans are left out and their lines added to ``problems``."""
     for where, obj in pairs:
         if not isinstance(obj, dict):
             raise TaggerError(f"{where}: expected a JSON object, found {type(obj).__name__}")
-        detected = detect_format(obj, where)  # no label key at all: "unknown shape"
-        fmt = fmt or detected
-        record = PARSERS[fmt](obj, where)
+        try:
+            detected = detect_format(obj, where)  # no label key at all: "unknown shape"
+            fmt = fmt or detected
+            record = PARSERS[fmt](obj, where)
+        except TaggerError as err:  # a bad record: listed with the others, file refused
+            problems.append(str(err))
+            continue
         if record is None:
             skipped[fmt] += 1
             continue
-        _check_spans(record)
-        yield record
+        found = _check_spans(record)
+        problems += found
+        if not found:
+            yield record
 
 
 def _json(text: str, where: str, whole_file: bool) -> Any:
@@ -405,30 +433,35 @@ def _show(text: str, start: int, end: int) -> str:
     return f"[{start}, {end}) {text[start:end]!r}"
 
 
-def _check_spans(record: Record) -> None:
-    """Empty, out-of-range, overlapping and mis-counted spans: one line each."""
+def _check_spans(record: Record) -> list[str]:
+    """Empty, out-of-range, overlapping and mis-counted spans of a record: one line each
+    (a record with any of them is not used; the whole file is then refused)."""
     text, where = record.text, record.where
+    found = []
     for start, end, label in record.spans:
         if start >= end:
-            raise TaggerError(f"{where}: empty span [{start}, {end}) {label} (start >= end)")
-        if start < 0 or end > len(text):
-            raise TaggerError(
+            found.append(f"{where}: empty span [{start}, {end}) {label} (start >= end)")
+        elif start < 0 or end > len(text):
+            found.append(
                 f"{where}: span [{start}, {end}) {label} is out of range "
                 f"(the text has {len(text)} characters)"
             )
+    if found:
+        return found
     for (start, end, label), claim in zip(record.spans, record.claims):
         if isinstance(claim, str) and claim != text[start:end]:
-            raise TaggerError(
+            found.append(
                 f"{where}: span [{start}, {end}) {label} is {claim!r} in the export but "
                 f"{text[start:end]!r} in the text (offsets counted in UTF-16 units?)"
             )
     ordered = sorted(record.spans)
     for (s1, e1, l1), (s2, e2, l2) in zip(ordered, ordered[1:]):
         if s2 < e1:
-            raise TaggerError(
+            found.append(
                 f"{where}: spans {_show(text, s1, e1)} {l1} and {_show(text, s2, e2)} {l2} "
                 f"overlap (nested or overlapping spans cannot become IOB2 tags)"
             )
+    return found
 
 
 # --------------------------------------------------------------------------- tokens
@@ -478,8 +511,8 @@ def _align(
         if span is None:
             if misaligned == "error":
                 problems.append(
-                    f"{record.where}: span {_show(doc.text, start, end)} does not line up "
-                    f"with token boundaries (nearest: {_nearest(doc, start, end)})"
+                    f"{record.where}: span {_show(doc.text, start, end)} {MISALIGNED_TEXT} "
+                    f"(nearest: {_nearest(doc, start, end)})"
                 )
                 continue
             moved += 1

@@ -132,6 +132,32 @@ def test_make_batch_without_tags(vocab):
     assert moved.lengths.device.type == "cpu"
 
 
+def test_make_batch_allows_more_labels_only_in_partial_sentences(vocab):
+    """Sentences 1 and 3 are partially annotated, MISC not among their types: their O
+    tokens may be O, B-MISC or I-MISC, their entity tokens only their tag; the other
+    sentences allow their tag alone; padding nothing. A batch without a partial sentence
+    has no ``allowed`` at all (the ordinary loss)."""
+    enc = encode(vocab, SENTENCES, TAGS)
+    enc.partial = np.array([False, True, False, True])
+    enc.relaxed = np.eye(len(LABELS), dtype=bool)
+    enc.relaxed[0] = [t in ("O", "B-MISC", "I-MISC") for t in LABELS]
+    assert make_batch(enc, np.array([0, 2])).allowed is None
+    assert make_batch(encode(vocab, SENTENCES, TAGS), np.arange(4)).allowed is None
+    index = np.array([3, 2, 1])
+    batch = make_batch(enc, index)
+    assert batch.allowed.shape == (3, 7, len(LABELS)) and batch.allowed.dtype == torch.bool
+    for b, i in enumerate(index):
+        for t in range(7):
+            names = {LABELS[k] for k in batch.allowed[b, t].nonzero().flatten().tolist()}
+            if t >= len(TAGS[i]):
+                assert names == set()
+            elif TAGS[i][t] == "O" and enc.partial[i]:
+                assert names == {"O", "B-MISC", "I-MISC"}
+            else:
+                assert names == {TAGS[i][t]}
+    assert torch.equal(batch.to(torch.device("cpu")).allowed, batch.allowed)
+
+
 def random_sentences(n: int, seed: int = 0) -> list[list[str]]:
     rng = np.random.default_rng(seed)
     words = [f"w{i}" for i in range(50)]

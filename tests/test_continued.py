@@ -5,8 +5,11 @@ mixes old sentences in reproducibly, a continued run resumes and records its sta
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -345,3 +348,178 @@ def test_new_dev_data_may_hold_types_only_the_model_knows(tmp_path, tiny_corpus)
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dev"]["per_type"]["ORG"]["support"] > 0
+
+
+def test_the_annotation_loop_predict_correct_train_again(tmp_path, trained_model):
+    """tagger predict's JSONL, corrected as a person would in a tool (a new PRODUCT
+    type, one person span fixed), trains a continued model that learns the correction."""
+    from tagger.data import read_source
+
+    texts = [
+        f"{p} bought a Walkman in {c} ."
+        for p in ("Anna Berg", "Wei Chen")
+        for c in ("Paris", "Oslo", "Tokyo", "Madrid")
+    ] * 5
+    raw = tmp_path / "raw.txt"
+    raw.write_text("\n".join(texts) + "\n")
+    predicted = tmp_path / "predicted.jsonl"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tagger",
+            "predict",
+            str(raw),
+            "--model",
+            str(trained_model),
+            "-o",
+            str(predicted),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in predicted.read_text().splitlines()]
+    corrected = tmp_path / "corrected.jsonl"
+    with corrected.open("w") as f:
+        for record in records:
+            text = record["text"]
+            person = text.split(" bought")[0]
+            start = text.index("Walkman")
+            city = text.split(" in ")[1].rstrip(" .")
+            record["entities"] = [  # what the annotator leaves after correcting
+                {"start": 0, "end": len(person), "label": "PER", "text": person},
+                {"start": start, "end": start + 7, "label": "PRODUCT", "text": "Walkman"},
+                {
+                    "start": text.index(city),
+                    "end": text.index(city) + len(city),
+                    "label": "LOC",
+                    "text": city,
+                },
+            ]
+            f.write(json.dumps(record) + "\n")
+    corpus = read_source(corrected)  # detected as tagger predict's own format
+    assert corpus.splits["train"][0].tags == [
+        "B-PER",
+        "I-PER",
+        "O",
+        "O",
+        "B-PRODUCT",
+        "O",
+        "B-LOC",
+        "O",
+    ]
+    out = train(
+        tiny_config(
+            data=str(corrected),
+            dev_fraction=0.25,
+            init_from=str(trained_model),
+            output=str(tmp_path / "again"),
+            max_epochs=8,
+            lr=0.05,
+        ),
+        progress=False,
+    )
+    again = Tagger.load(out)
+    assert "PRODUCT" in again.entity_types
+    assert again.predict([["Anna", "Berg", "bought", "a", "Walkman", "in", "Oslo", "."]]) == [
+        ["B-PER", "I-PER", "O", "O", "B-PRODUCT", "O", "B-LOC", "O"]
+    ]
+
+
+def test_replayed_sentences_are_partially_labelled_for_the_new_types(
+    new_corpus, trained_model, tiny_corpus, tmp_path
+):
+    """The model (LOC, ORG, PER) never saw PROD, so in its replayed data an O may be a
+    PROD mention: only the replayed sentences are partial, their O tokens may be any
+    PROD label, their entity tokens and every new sentence's tokens only their tag."""
+    lines = []
+    setup = build(
+        continued(new_corpus, trained_model, tmp_path, replay=str(tiny_corpus)), lines.append
+    )
+    replay, labels = setup.replay, setup.vocab.labels
+    assert replay.open_types == ("PROD",)
+    assert any("(partial labels: their O may be PROD)" in line for line in lines)
+    assert replay.encoded.partial.tolist() == [False] * 40 + [True] * 60
+    relaxed = replay.encoded.relaxed
+    outside = labels.index("O")
+    assert {labels[k] for k in relaxed[outside].nonzero()[0]} == {
+        "O",
+        "B-PROD",
+        "I-PROD",
+        "E-PROD",
+        "S-PROD",
+    }
+    others = np.delete(np.arange(len(labels)), outside)
+    assert np.array_equal(relaxed[others], np.eye(len(labels), dtype=bool)[others])
+    drawn = replay.draw(np.random.default_rng(3))
+    assert drawn.partial.tolist() == [False] * 40 + [True] * 20
+    batch = make_batch(drawn, np.arange(len(drawn)))
+    exact = torch.nn.functional.one_hot(batch.tags, len(labels)).bool() & batch.mask[..., None]
+    assert torch.equal(batch.allowed[:40], exact[:40])
+    is_o = (batch.tags[40:] == outside) & batch.mask[40:]
+    assert is_o.any()
+    assert torch.equal(batch.allowed[40:][~is_o], exact[40:][~is_o])
+    assert torch.equal(
+        batch.allowed[40:][is_o], torch.from_numpy(relaxed[outside]).expand(int(is_o.sum()), -1)
+    )
+
+
+def test_replay_of_data_that_annotates_every_type_trains_as_before(
+    trained_model, tiny_corpus, tmp_path
+):
+    """New data of the model's own types: nothing is partial, no batch has ``allowed``."""
+    config = continued(tiny_corpus, trained_model, tmp_path, replay=str(tiny_corpus))
+    replay = build(config).replay
+    assert replay.open_types == ()
+    assert replay.encoded.partial is None and replay.encoded.relaxed is None
+    drawn = replay.draw(np.random.default_rng(0))
+    assert drawn.partial is None
+    assert make_batch(drawn, np.arange(len(drawn))).allowed is None
+
+
+def test_replay_with_partial_labels_does_not_unlearn_the_new_type(
+    new_corpus, trained_model, tmp_path
+):
+    """Replayed data that has PROD mentions tagged O (annotated before PROD existed),
+    twice as much as the new data each epoch: with partial labels the model still gives
+    PROD to those mentions; trained as if the O were certain (``partial`` taken away,
+    all else equal) it learns they are O about half the time."""
+    from tagger.trainer import TrainingRun
+
+    old_annotation = [
+        (tokens, ["O" if tag.endswith("PROD") else tag for tag in tags])
+        for tokens, tags in new_sentences(80, 5)
+    ]
+    replay = tmp_path / "replay.txt"
+    replay.write_text(conll_text(make_sentences(60, 0) + old_annotation), encoding="utf-8")
+    config = continued(
+        new_corpus, trained_model, tmp_path, replay=str(replay), replay_fraction=2.0, max_epochs=6
+    )
+    probe = new_sentences(30, 11)  # held out, as the replayed ones but for their tags
+
+    def prod_probability(partial: bool) -> float:
+        """Mean probability of a PROD label on the probe's PROD tokens after training."""
+        setup = build(config)
+        assert setup.replay.open_types == ("PROD",)
+        if not partial:
+            setup.replay.encoded.partial = None
+        run = TrainingRun(setup)
+        for epoch in range(1, config.max_epochs + 1):
+            run.epoch(epoch, progress=False)
+        model, labels = run.final_model.eval(), setup.vocab.labels
+        enc = encode(setup.vocab, [t for t, _ in probe], [g for _, g in probe])
+        batch = make_batch(enc, np.arange(len(probe)))
+        with torch.no_grad():
+            marginals = model.decoder.marginals(model.emissions(batch), batch.mask)
+        prod = torch.tensor([label.endswith("-PROD") for label in labels])
+        gold = torch.zeros_like(batch.mask)
+        for b, (_, tags) in enumerate(probe):
+            gold[b, : len(tags)] = torch.tensor([tag.endswith("-PROD") for tag in tags])
+        return marginals[..., prod].sum(-1)[gold].mean().item()
+
+    with_partial, without = prod_probability(True), prod_probability(False)
+    assert with_partial > 0.9  # measured 0.99
+    assert without < with_partial - 0.3  # measured 0.49

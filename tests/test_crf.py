@@ -304,3 +304,123 @@ def test_an_empty_batch_is_allowed():
     crf = CRF(["O", "B-A", "I-A"], "IOB2")
     emissions, mask = torch.zeros(0, 2, 3), torch.zeros(0, 2, dtype=torch.bool)
     assert crf.log_partition(emissions, mask).shape == (0,)
+
+
+# ------------------------------------------------------------------ partial labels
+
+
+def one_hot(tags, mask, k) -> torch.Tensor:
+    """(B, T, K) bool: only the tag allowed at real tokens, nothing at padding."""
+    return torch.nn.functional.one_hot(tags, k).bool() & mask.unsqueeze(2)
+
+
+def random_valid_tags(labels, scheme, lengths, max_len, gen) -> torch.Tensor:
+    """(B, max_len) a random valid path per sentence, 0 at padding."""
+    tags = torch.zeros(len(lengths), max_len, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        paths = [
+            p
+            for p in itertools.product(range(len(labels)), repeat=n)
+            if VALID[scheme]([labels[i] for i in p])
+        ]
+        tags[b, :n] = torch.tensor(paths[int(torch.randint(len(paths), (1,), generator=gen))])
+    return tags
+
+
+@pytest.mark.parametrize(("labels", "scheme"), LABEL_SETS)
+def test_partial_likelihood_with_every_token_fixed_is_the_likelihood(labels, scheme):
+    gen = torch.Generator().manual_seed(len(labels))
+    crf = random_crf(labels, scheme, gen)
+    emissions, mask, lengths = random_batch(len(labels), gen, max_len=4, batch=4)
+    tags = random_valid_tags(labels, scheme, lengths, 4, gen)
+    allowed = one_hot(tags, mask, len(labels))
+    with torch.no_grad():
+        partial = crf.partial_log_likelihood(emissions, allowed, mask)
+        full = crf.log_likelihood(emissions, tags, mask)
+    assert partial.shape == (4,)
+    assert torch.allclose(partial, full, rtol=0, atol=1e-10)
+
+
+PARTIAL_CASES = [
+    (labels, scheme, t, seed)
+    for labels, scheme in LABEL_SETS
+    if len(labels) <= 4
+    for t in (1, 3, 4)
+    for seed in range(3)
+]
+
+
+@pytest.mark.parametrize(("labels", "scheme", "max_len", "seed"), PARTIAL_CASES)
+def test_partial_likelihood_matches_brute_force(labels, scheme, max_len, seed):
+    """log sum over the valid paths through the allowed tags of p(path), enumerated."""
+    gen = torch.Generator().manual_seed(1000 * seed + 10 * max_len + len(labels) + 7)
+    crf = random_crf(labels, scheme, gen)
+    k = len(labels)
+    emissions, mask, lengths = random_batch(k, gen, max_len)
+    # the annotated path is always allowed; each other tag with probability 1/2
+    tags = random_valid_tags(labels, scheme, lengths, max_len, gen)
+    allowed = one_hot(tags, mask, k) | (torch.rand(emissions.shape, generator=gen) < 0.5)
+    with torch.no_grad():
+        partial = crf.partial_log_likelihood(emissions, allowed, mask)
+    for b, length in enumerate(lengths):
+        paths, scores = brute_force(crf, labels, scheme, emissions[b], length)
+        kept = [i for i, p in enumerate(paths) if all(allowed[b, t, p[t]] for t in range(length))]
+        want = torch.logsumexp(scores[kept], 0) - torch.logsumexp(scores, 0)
+        assert torch.allclose(partial[b], want, atol=1e-6)
+    assert (partial <= 1e-12).all()  # a log-probability
+
+
+def test_partial_gradients_are_finite_and_the_difference_of_marginals():
+    """Tokens tagged O may be LOC (an open type): d/d emissions of the partial
+    log-likelihood is p(tag | allowed) - p(tag), finite, and 0 at padding."""
+    labels = schemes.label_set(["PER", "LOC"], "IOB2")
+    crf = CRF(labels, "IOB2")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.randn(crf.transitions.shape, generator=gen))
+    emissions = torch.randn(4, 6, len(labels), generator=gen, dtype=torch.float64)
+    emissions.requires_grad_(True)
+    crf.double()
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 3, 1, 5])[:, None]
+    tags = torch.tensor(
+        [[3, 4, 0, 1, 2, 2], [0, 1, 0, 0, 0, 0], [3, 0, 0, 0, 0, 0], [0, 0, 3, 4, 0, 0]]
+    )
+    open_type = torch.tensor([schemes.parse_tag(t)[1] == "LOC" for t in labels])
+    allowed = one_hot(tags, mask, len(labels)) | ((tags == 0) & mask)[..., None] & open_type
+    ll = crf.partial_log_likelihood(emissions, allowed, mask)
+    assert (ll < 0).all()
+    full = crf.log_likelihood(emissions, tags, mask)
+    assert (ll[[0, 1, 3]] > full[[0, 1, 3]]).all()  # more paths count where O may be LOC
+    assert torch.allclose(ll[2], full[2])  # one B-PER: nothing to relax
+    ll.sum().backward()
+    for grad in (emissions.grad, crf.transitions.grad, crf.start_transitions.grad):
+        assert grad is not None and torch.isfinite(grad).all()
+    assert (emissions.grad[~mask] == 0).all()
+    with torch.no_grad():
+        constrained = crf.marginals(emissions.masked_fill(~allowed, -1e4), mask)
+        want = constrained - crf.marginals(emissions, mask)
+    assert torch.allclose(emissions.grad, want, atol=1e-8)
+
+
+ALLOWED_BROKEN = {
+    "allowed of another shape": (lambda a: a[:, :2], r"allowed must have shape"),
+    "allowed not bool": (lambda a: a.long(), r"allowed must be a bool tensor"),
+    "a token with no tag allowed": (
+        lambda a: torch.cat([a[:, :1], torch.zeros_like(a[:, 1:2]), a[:, 2:]], 1),
+        r"at least one tag; token 1 of sequence 0 has none",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ALLOWED_BROKEN))
+def test_broken_allowed_raises_value_error(case):
+    crf, emissions, tags, mask = _valid_inputs()
+    allowed = one_hot(tags, mask, 3)
+    crf.partial_log_likelihood(emissions, allowed, mask)  # valid; padding allows nothing
+    change, message = ALLOWED_BROKEN[case]
+    with pytest.raises(ValueError, match=r"^CRF: .*" + message):
+        crf.partial_log_likelihood(emissions, change(allowed), mask)
+    for broken in BROKEN.values():  # the other preconditions are checked too
+        bad_emissions, _, bad_mask = broken[0](emissions, tags, mask)
+        with pytest.raises(ValueError, match=r"^CRF: .*" + broken[1]):
+            crf.partial_log_likelihood(bad_emissions, allowed, bad_mask)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,14 @@ from conftest import tiny_config
 from tagger.batching import encode, make_batch
 from tagger.config import ModelConfig, TrainConfig
 from tagger.errors import TaggerError
-from tagger.model import Embedder, Encoder, Ensemble, SequenceTagger, build_model
+from tagger.model import (
+    Embedder,
+    Encoder,
+    Ensemble,
+    SequenceTagger,
+    SoftmaxDecoder,
+    build_model,
+)
 from tagger.vocab import Vocab
 
 SENTENCES = [
@@ -220,3 +228,47 @@ def test_padded_rnn_equals_packed_sequences(cell, layers, bidirectional):
     grad_got = torch.autograd.grad(got.square().sum(), x)[0]
     assert torch.allclose(grad_got, grad_expected, atol=1e-12, rtol=0)
     assert (grad_got[1, 3:] == 0).all()  # padding never reaches a real position
+
+
+def test_softmax_partial_loss_sums_the_allowed_tags():
+    """-log sum_{allowed} p(tag) per token, summed per sentence and averaged; one
+    allowed tag is the cross-entropy; gradients finite, none at padding."""
+    gen = torch.Generator().manual_seed(0)
+    emissions = 3 * torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)
+    emissions.requires_grad_(True)
+    mask = torch.arange(4)[None, :] < torch.tensor([4, 2, 1])[:, None]
+    tags = torch.randint(5, (3, 4), generator=gen) * mask
+    exact = torch.nn.functional.one_hot(tags, 5).bool() & mask[..., None]
+    decoder = SoftmaxDecoder()
+    full = decoder.loss(emissions, tags, mask)
+    assert torch.allclose(decoder.loss(emissions, tags, mask, exact), full, rtol=0, atol=1e-10)
+    allowed = exact | (torch.rand(3, 4, 5, generator=gen) < 0.4)
+    loss = decoder.loss(emissions, tags, mask, allowed)
+    probs = emissions.softmax(2)
+    want = -sum(
+        torch.log(probs[b, t][allowed[b, t]].sum())
+        for b in range(3)
+        for t in range(4)
+        if mask[b, t]
+    )
+    assert torch.allclose(loss, want / 3, atol=1e-10)
+    assert loss < full
+    loss.backward()
+    assert torch.isfinite(emissions.grad).all() and (emissions.grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_model_loss_takes_the_batch_allowed_tags(vocab, batch, decoder):
+    """``batch.allowed`` switches the loss to the partial-label one: the same as the
+    ordinary loss when it allows only the tags, lower when O may also be MISC."""
+    torch.manual_seed(0)
+    # IOB2: the batch's tags are (in BIOES they would be no valid path)
+    model = SequenceTagger(small_config(decoder=decoder, scheme="IOB2"), vocab).eval()
+    k = len(vocab.labels)
+    exact = torch.nn.functional.one_hot(batch.tags, k).bool() & batch.mask[..., None]
+    misc = torch.tensor([t.endswith("-MISC") for t in vocab.labels])
+    relaxed = exact | ((batch.tags == 0) & batch.mask)[..., None] & misc
+    with torch.no_grad():
+        full = model.loss(batch)
+        assert torch.allclose(model.loss(replace(batch, allowed=exact)), full, atol=1e-5)
+        assert model.loss(replace(batch, allowed=relaxed)) < full - 1e-3

@@ -20,13 +20,15 @@ TOKENS = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb",
 TAGS = ["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"]
 
 # doccano's "Export" docs (sequence labeling, JSONL): text plus [start, end, label] triples.
+# https://doccano.github.io/doccano/tutorial/#export-data ("JSONL" for sequence labeling)
 DOCCANO = {
     "id": 1,
     "text": TEXT,
     "label": [[0, 2, "ORG"], [11, 17, "MISC"], [34, 41, "MISC"]],
     "Comments": [],
 }
-# Newer doccano exports (relation-capable projects): entities with *_offset keys.
+# Newer doccano exports (relation-capable projects): entities with *_offset keys, as in
+# https://doccano.github.io/doccano/tutorial/#import-dataset ("Sequence Labeling / relation")
 DOCCANO_ENTITIES = {
     "id": 2,
     "text": TEXT,
@@ -52,6 +54,7 @@ def _ls_result(start: int, end: int, label: str, text: str = TEXT) -> dict:
     }
 
 
+# https://labelstud.io/guide/export#JSON and https://labelstud.io/guide/task_format:
 # Label Studio's "Export annotations" JSON format: an array of tasks with data.text and
 # annotations[*].result[*].value; the cancelled (skipped) annotation comes last here and
 # must be ignored, and a task without annotations is not training data.
@@ -83,6 +86,7 @@ LABEL_STUDIO = [
     {"id": 8, "data": {"text": "Unlabelled."}, "annotations": [], "predictions": []},
 ]
 
+# https://prodi.gy/docs/api-interfaces#ner_manual:
 # Prodigy's "Annotation task formats" for ner_manual: text, tokens (text, start, end, id,
 # ws) and spans (start, end, label, token_start, token_end), answer. The tokens differ from
 # spaCy's ("York-based" is one token) to show that they are used as given.
@@ -118,10 +122,14 @@ def pairs(sentences) -> list[tuple[list[str], list[str]]]:
     return [(s.tokens, s.tags) for s in sentences]
 
 
-def error_line(path, **kwargs) -> str:
+def error_message(path, **kwargs) -> str:
     with pytest.raises(TaggerError) as info:
         read_spans(path, **kwargs)
-    message = str(info.value)
+    return str(info.value)
+
+
+def error_line(path, **kwargs) -> str:
+    message = error_message(path, **kwargs)
     assert "\n" not in message
     return message
 
@@ -306,11 +314,47 @@ MISALIGNED = {
 def test_misaligned_span_is_an_error_naming_it_and_counting_the_rest(tmp_path):
     also = {"text": "Berlin!", "label": [[0, 3, "LOC"]]}
     path = write_jsonl(tmp_path / "a.jsonl", [MISALIGNED, DOCCANO, also])
-    assert error_line(path) == (
+    assert error_message(path).splitlines() == [
         f"{path}:1: span [20, 27) 'Paris, ' does not line up with token boundaries "
-        f"(nearest: [20, 26) 'Paris,') ... and 2 more misaligned spans; "
-        f"--misaligned expand|contract|drop chooses what to do instead"
+        "(nearest: [20, 26) 'Paris,')",
+        f"{path}:1: span [49, 58) 'cme Corp.' does not line up with token boundaries "
+        "(nearest: [53, 58) 'Corp.')",
+        f"{path}:3: span [0, 3) 'Ber' does not line up with token boundaries "
+        "(nearest: [0, 6) 'Berlin')",
+        f"{path}: 3 problems, nothing read (3 misaligned: --misaligned "
+        "expand|contract|drop chooses what to do instead)",
+    ]
+    one = write_jsonl(tmp_path / "one.jsonl", [also])
+    assert error_line(one) == (
+        f"{one}:1: span [0, 3) 'Ber' does not line up with token boundaries "
+        "(nearest: [0, 6) 'Berlin'); --misaligned expand|contract|drop chooses what to do instead"
     )
+
+
+def test_every_bad_record_and_span_is_one_line_and_nothing_is_read(tmp_path):
+    records = [
+        {"text": "I flew to Paris, France last May.", "label": [[10, 17, "LOC"]]},
+        {"text": "Angela Merkel met Obama.", "label": [[0, 13, "PER"], [7, 13, "PER"]]},
+        {"text": "Shares of Siemens rose.", "label": [[10, 40, "ORG"]]},
+        {"text": "Nothing here.", "label": [[3, 3, "MISC"]]},
+        {"text": "Bonn is nice.", "labels": [[0, 4, "LOC"]]},
+        DOCCANO,
+    ]
+    path = write_jsonl(tmp_path / "bad.jsonl", records)
+    lines = error_message(path).splitlines()
+    assert [line.split(": ")[0] for line in lines] == [f"{path}:{n}" for n in range(1, 6)] + [
+        str(path)
+    ]
+    assert "does not line up" in lines[0] and "overlap" in lines[1]
+    assert "out of range" in lines[2] and "empty span" in lines[3]
+    assert "unknown record shape" in lines[4]
+    assert lines[5] == (
+        f"{path}: 5 problems, nothing read (1 misaligned: --misaligned "
+        "expand|contract|drop chooses what to do instead)"
+    )
+    many = write_jsonl(tmp_path / "many.jsonl", [records[3]] * 25)
+    lines = error_message(many).splitlines()
+    assert len(lines) == 22 and lines[20] == "... and 5 more"
 
 
 def test_one_misaligned_span_has_no_count(tmp_path):
@@ -530,6 +574,26 @@ def test_cli_data_report_and_misaligned_error(tmp_path):
     result = run_cli("data", str(bad))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert len(lines) == 3, result.stderr  # one line per span, then the count
     assert lines[0].startswith(f"error: {bad}:1: span [20, 27) 'Paris, ' does not line up")
+    assert all(line.startswith("error: ") for line in lines)
     assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_spans_exit_1_and_write_nothing(tmp_path):
+    records = [
+        {"text": "I flew to Paris, France last May.", "label": [[10, 17, "LOC"]]},
+        {"text": "Angela Merkel met Obama.", "label": [[0, 13, "PER"], [7, 13, "PER"]]},
+        {"text": "Shares of Siemens rose.", "label": [[10, 40, "ORG"]]},
+        {"text": "Nothing here.", "label": [[3, 3, "MISC"]]},
+    ]
+    bad = write_jsonl(tmp_path / "bad.jsonl", records)
+    for args in (
+        ("train", "--data", str(bad), "-o", str(tmp_path / "model")),
+        ("convert", str(bad), str(tmp_path / "out.conll"), "--to", "conll"),
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 5 and all(line.startswith(f"error: {bad}") for line in lines)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
