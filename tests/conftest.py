@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -151,6 +152,13 @@ def bundled_dir() -> Path:
     if not all((folder / f).is_file() for f in ("train.txt", "dev.txt", "test.txt")):
         pytest.skip(f"the bundled corpus is not in {folder}")
     return folder
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that must see Ctrl-C: a shell starts background jobs
+    with SIGINT ignored, and a child inherits that (Python then never raises
+    KeyboardInterrupt), so tests of Ctrl-C restore the default first."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_sentences
+from conftest import REPO, default_sigint, make_sentences
 from typer.testing import CliRunner
 
 from tagger.cli import app
@@ -465,6 +465,7 @@ def test_interrupt_exits_130_and_leaves_no_temporary(trained_model, work):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 240
     while not any(p.name.startswith(".out.jsonl.tmp-") for p in work.iterdir()):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_config, write_corpus
+from conftest import REPO, default_sigint, tiny_config, write_corpus
 from safetensors.torch import load_file
 
 from tagger.checkpoint import META, STATE, checkpoint_dir, load_checkpoint
@@ -49,6 +49,7 @@ def run_killed(config_file, signal_name: str, epoch: int = 2) -> subprocess.Comp
         cwd=REPO,
         env=env,
         timeout=300,
+        preexec_fn=default_sigint,
     )
 
 
