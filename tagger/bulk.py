@@ -43,6 +43,7 @@ class Job:
     encoding: str = "utf-8"
     device: str = "auto"
     threads: int | None = None
+    min_confidence: float = 0.0  # entities below it are left out (tokens tagged O)
 
     def shard_name(self, shard: int) -> str:
         return f"shard-{shard:05d}-of-{self.workers:05d}.jsonl"
@@ -53,8 +54,11 @@ def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> d
 
     An output folder holding another job's shards is replaced only with ``overwrite``
     (and only when every shard is run here); one holding other files never is."""
+    from tagger.predict import check_confidence
+
     if job.workers < 1:
         raise TaggerError(f"--workers must be at least 1, not {job.workers}")
+    check_confidence(job.min_confidence, "--min-confidence")
     todo = list(range(job.workers)) if shards is None else shards
     for shard in todo:
         if not 0 <= shard < job.workers:
@@ -147,7 +151,9 @@ def _other_job(out: Path, job: Job) -> str | None:
         return "an unreadable manifest.json"
     mine = {"source": job.source, "split": job.split, "model": str(job.model)}
     mine["workers"] = job.workers
-    differ = [f"{k} {manifest.get(k)!r}" for k, v in mine.items() if manifest.get(k) != v]
+    mine["min_confidence"] = job.min_confidence
+    found = {"min_confidence": 0.0, **manifest}  # manifests from before the threshold
+    differ = [f"{k} {found.get(k)!r}" for k, v in mine.items() if found.get(k) != v]
     return ", ".join(differ) or None
 
 
@@ -235,6 +241,7 @@ def write_manifest(job: Job) -> dict:
             "model": str(job.model),
             "model_sha256": header["weights"]["sha256"],
             "workers": job.workers,
+            "min_confidence": job.min_confidence,
             "complete": not missing,
             "missing": missing,
             "records": sum(s["records"] for s in shards),
@@ -294,22 +301,26 @@ def _describe(rows) -> dict:
 
 
 def _tag_rows(job: Job, tagger, rows) -> Iterator[str]:
-    """Output text of a shard, chunk by chunk."""
+    """Output text of a shard, chunk by chunk: the records of ``tagger predict``'s JSON
+    lines (entity scores included) with the row ``id`` or the ``file`` and ``line``."""
     from tagger.predict import CHUNK_LINES, predict_lines, read_lines, tokens_record
 
     if "id" in rows.column_names:
         for start in range(0, len(rows), CHUNK_LINES):
             part = rows[start : start + CHUNK_LINES]
-            tags = tagger.predict(part["tokens"])
+            tokens = part["tokens"]
+            found = tagger.tag(tokens, min_confidence=job.min_confidence)
+            records = zip(part["id"], tokens, found.tags, found.entities)
             yield "".join(
-                json.dumps({"id": i, **tokens_record(toks, tg)}, ensure_ascii=False) + "\n"
-                for i, toks, tg in zip(part["id"], part["tokens"], tags)
+                json.dumps({"id": i, **tokens_record(toks, tags, ents)}, ensure_ascii=False) + "\n"
+                for i, toks, tags, ents in records
             )
         return
     folder = Path(job.source)
     for name in rows["file"]:
         lineno = 0
-        for chunk in predict_lines(tagger, read_lines(folder / name, job.encoding), "jsonl"):
+        lines = read_lines(folder / name, job.encoding)
+        for chunk in predict_lines(tagger, lines, "jsonl", min_confidence=job.min_confidence):
             records = []
             for line in chunk.splitlines():
                 lineno += 1

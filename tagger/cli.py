@@ -348,17 +348,30 @@ def evaluate(
     lang: LangOpt = None,
     misaligned: MisalignedOpt = None,
     map_labels: MapLabelsOpt = None,
+    min_confidence: Annotated[
+        float,
+        typer.Option(help="Drop predicted entities below this confidence; shows the change."),
+    ] = 0.0,
+    errors: Annotated[
+        bool,
+        typer.Option(
+            "--errors",
+            help="Classify every wrong prediction (wrong type / boundary / both, missed, "
+            "spurious): counts, confusion matrix, most frequent errors.",
+        ),
+    ] = False,
+    top: Annotated[int, typer.Option(help="Most frequent errors to list with --errors.")] = 10,
 ) -> None:
-    """Score a model on a data split: per-type precision, recall, F1 (seqeval). Entity
-    types the model does not know count as missed and are named under the table."""
+    """Score a model on a data split: per-type precision, recall, F1 (seqeval), and the
+    reliability of its entity confidences. Entity types the model does not know count
+    as missed and are named under the table."""
     from tagger.evaluation import evaluate as run
-    from tagger.evaluation import format_report
-    from tagger.predict import Tagger
+    from tagger.evaluation import format_calibration, format_report
+    from tagger.predict import Tagger, check_confidence
 
+    check_confidence(min_confidence, "--min-confidence")
     tagger = Tagger.load(model, device=device or "auto")
-    scores = run(  # data None: what the model was trained on
-        tagger,
-        data,
+    options = dict(
         split=split,
         strict=strict,
         dev=dev,
@@ -371,14 +384,32 @@ def evaluate(
         misaligned=_plain(misaligned),
         map_labels=map_labels,
     )
+    # data None: what the model was trained on
+    scores = run(tagger, data, calibration=True, errors=errors, **options)
+    kept = run(tagger, data, min_confidence=min_confidence, **options) if min_confidence else None
     if as_json:
-        typer.echo(json.dumps(scores, indent=2))
-    else:
-        source = data if data is not None else tagger.config.data
         typer.echo(
-            f"{model} on {source or 'the bundled corpus'} ({split}, {scores['mode']} mode)\n"
+            json.dumps({**scores, "with_min_confidence": kept} if kept else scores, indent=2)
         )
-        typer.echo(format_report(scores))
+        return
+    source = data if data is not None else tagger.config.data
+    typer.echo(f"{model} on {source or 'the bundled corpus'} ({split}, {scores['mode']} mode)\n")
+    typer.echo(format_report(scores))
+    typer.echo(
+        f"\nconfidence of the predicted entities (temperature {tagger.temperature:.3g}"
+        f"{'' if tagger.temperature != 1 else ', uncalibrated: see tagger calibrate'}):"
+    )
+    typer.echo(format_calibration(scores["calibration"]))
+    if kept:
+        change = ", ".join(
+            f"{key} {100 * scores[key]:.2f} -> {100 * kept[key]:.2f}"
+            for key in ("precision", "recall", "f1")
+        )
+        typer.echo(f"\nwith --min-confidence {min_confidence:g}: {change}")
+    if errors:
+        from tagger.analysis import format_errors
+
+        typer.echo("\n" + format_errors(scores["errors"], top=top))
 
 
 @app.command()
@@ -443,21 +474,55 @@ def predict(
             "--output-dir."
         ),
     ] = False,
+    scores: Annotated[
+        bool | None,
+        typer.Option(
+            "--scores/--no-scores",
+            help="JSON lines: each entity's probability (score, 0-1) [default: on]; CoNLL: a "
+            "third column, each token's probability of its tag [default: off].",
+            show_default=False,
+        ),
+    ] = None,
+    min_confidence: Annotated[
+        float,
+        typer.Option(
+            help="Leave out entities the model gives a lower probability (0-1); their "
+            "tokens are tagged O."
+        ),
+    ] = 0.0,
 ) -> None:
     """Tag raw text (tokenized with spaCy) or pre-tokenized text, streaming."""
+    from tagger.predict import check_confidence
+
+    check_confidence(min_confidence, "--min-confidence")
     if output_dir is not None:
         if fmt is not Format.jsonl or pretokenized or output is not None or html is not None:
             raise TaggerError(
                 "--output-dir writes JSON-lines shards: drop --format, --pretokenized, "
                 "--output and --html"
             )
-        _bulk(input, output_dir, model, workers, shard, split, encoding, device, overwrite)
+        if scores is False:
+            raise TaggerError("--output-dir shards always carry scores: drop --no-scores")
+        _bulk(
+            input,
+            output_dir,
+            model,
+            workers,
+            shard,
+            split,
+            encoding,
+            device,
+            overwrite,
+            min_confidence,
+        )
         return
     if workers is not None or shard is not None or split is not None:
         raise TaggerError("--workers, --shard and --split need --output-dir (bulk mode)")
 
     if html is not None and (pretokenized or output is not None):
         raise TaggerError("--html writes the page itself: drop --pretokenized and --output")
+    if html is not None and scores is not None:
+        raise TaggerError("--html shows no scores: drop --scores/--no-scores")
     _tag_file(
         input,
         model,
@@ -468,13 +533,28 @@ def predict(
         encoding,
         device,
         overwrite,
+        scores,
+        min_confidence,
     )
 
 
-def _tag_file(source, model, fmt, target, html, pretokenized, encoding, device, overwrite):
+def _tag_file(
+    source,
+    model,
+    fmt,
+    target,
+    html,
+    pretokenized,
+    encoding,
+    device,
+    overwrite,
+    scores=None,
+    min_confidence=0.0,
+):
     """``predict`` of one file or stdin into ``target`` (stdout when None): JSON lines,
-    CoNLL or (``html``) a displaCy page. The output is checked, and its temporary file
-    made, before the model is loaded."""
+    CoNLL or (``html``) a displaCy page; ``scores`` None is the format's default, and
+    entities below ``min_confidence`` are left out. The output is checked, and its
+    temporary file made, before the model is loaded."""
     from tagger.io import CONFIG, EPOCHS, METRICS, VOCAB, WEIGHTS, AtomicWriter, check_output_file
     from tagger.predict import Tagger, predict_lines, read_lines
 
@@ -486,13 +566,15 @@ def _tag_file(source, model, fmt, target, html, pretokenized, encoding, device, 
         if html:
             from tagger.spacy_component import build_pipeline, render_html
 
-            docs = build_pipeline(tagger).pipe(read_lines(source, encoding), batch_size=256)
+            nlp = build_pipeline(tagger, min_confidence=min_confidence)
+            docs = nlp.pipe(read_lines(source, encoding), batch_size=256)
             out.write(render_html(docs))
             return
         from tagger.runtime import limit_heap_growth
 
         limit_heap_growth()  # flat memory over inputs of any size
-        for chunk in predict_lines(tagger, read_lines(source, encoding), fmt, pretokenized):
+        lines = read_lines(source, encoding)
+        for chunk in predict_lines(tagger, lines, fmt, pretokenized, scores, min_confidence):
             out.write(chunk)
 
 
@@ -527,6 +609,93 @@ def summary_command(model: Annotated[Path, typer.Argument(help="Model folder.")]
         f"{len(tagger.vocab.words):,} words, {len(tagger.vocab.labels)} labels"
     )
     typer.echo(summary(tagger.model))
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="HTML file to write (- for standard output).")
+    ] = Path("report.html"),
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="Data source (as for train). Default: what the model was trained on."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to report on.")] = "test",
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    map_labels: MapLabelsOpt = None,
+    device: DeviceOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """One self-contained HTML page to read in a browser: scores per type, the confusion
+    heat map, the reliability diagram, the training curves and every error in context,
+    filterable by kind and type."""
+    from tagger.evaluation import evaluate as run
+    from tagger.io import PLOT, check_output_file
+    from tagger.predict import Tagger
+    from tagger.report import write_report
+
+    check_output_file(output, flag="--output", overwrite=overwrite)  # before any work
+    tagger = Tagger.load(model, device=device or "auto")
+    scores = run(
+        tagger,
+        data,
+        split,
+        calibration=True,
+        errors=True,
+        dev=dev,
+        test=test,
+        map_labels=map_labels,
+    )
+    plot = model / PLOT
+    source = data if data is not None else tagger.config.data
+    page = {
+        "title": f"{model} on {source or 'the bundled corpus'} ({split})",
+        "scores": scores,
+        "analysis": scores["errors"],
+        "calibration": {**scores["calibration"], "temperature": tagger.temperature},
+        "training_png": plot.read_bytes() if plot.is_file() else None,
+    }
+    write_report(page, output, overwrite)
+    if str(output) != "-":
+        _say(f"wrote {output}")
+
+
+@app.command("calibrate")
+@user_errors
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="Model folder (rewritten with the temperature).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data whose dev split to fit on. Default: the model's own."),
+    ] = None,
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fit the temperature that calibrates the model's confidences on half its dev split,
+    store it in the model folder, and show the reliability before and after on the other
+    half and on test."""
+    from tagger.calibration import calibrate
+    from tagger.evaluation import format_calibration
+
+    report = calibrate(model, data, device=device or "auto", dev=dev, test=test)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"temperature {report['temperature']:.3f}, fitted on {report['fitted_on']}")
+    for name, parts in report.items():
+        if not isinstance(parts, dict):
+            continue
+        for when in ("before", "after"):
+            typer.echo(f"\n{name}, {when}:")
+            typer.echo(format_calibration(parts[when]))
+    typer.echo(f"\nsaved to {model}/config.json (calibration_temperature)")
 
 
 @app.command("data")
@@ -771,7 +940,18 @@ def _echo_table(header: list[str], rows: list[list[str]], left: set[int]) -> Non
         )
 
 
-def _bulk(source, output_dir, model, workers, shard, split, encoding, device, overwrite) -> None:
+def _bulk(
+    source,
+    output_dir,
+    model,
+    workers,
+    shard,
+    split,
+    encoding,
+    device,
+    overwrite,
+    min_confidence=0.0,
+) -> None:
     """``predict --output-dir``: sharded bulk tagging (``tagger.bulk``)."""
     from tagger import bulk
     from tagger.distributed import current
@@ -789,6 +969,7 @@ def _bulk(source, output_dir, model, workers, shard, split, encoding, device, ov
         split=split,
         encoding=encoding,
         device=device or "auto",
+        min_confidence=min_confidence,
     )
     manifest = bulk.run(job, None if shard is None else [shard], overwrite=overwrite)
     done = len(manifest["shards"])

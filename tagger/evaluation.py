@@ -77,7 +77,16 @@ def format_report(scores: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model, data=None, split: str = "test", strict: bool = False, **load_options) -> dict:
+def evaluate(
+    model,
+    data=None,
+    split: str = "test",
+    strict: bool = False,
+    min_confidence: float = 0.0,
+    calibration: bool = False,
+    errors: bool = False,
+    **load_options,
+) -> dict:
     """Score a model (a ``Tagger`` or its folder) on a split of ``data``.
 
     ``data``: a ``DatasetDict``, a ``Dataset``, a source for ``load_data``, or ``None``
@@ -86,6 +95,11 @@ def evaluate(model, data=None, split: str = "test", strict: bool = False, **load
     ``load_data``; ``encoding`` and ``tag_column`` default to the model's own, and one
     given as ``None`` counts as not given. ``evaluate(tagger)`` scores the test split the
     model was trained with, as ``tagger evaluate MODEL`` does.
+
+    ``min_confidence`` drops predicted entities below it before scoring. With
+    ``calibration`` the result has a ``"calibration"`` reliability table of the
+    predicted entities (``reliability``); with ``errors`` an ``"errors"`` analysis
+    (``tagger.analysis.analyse``) of every wrong prediction.
     """
     import datasets
 
@@ -103,12 +117,100 @@ def evaluate(model, data=None, split: str = "test", strict: bool = False, **load
             raise TaggerError(f"no {split!r} split in the data (splits: {', '.join(data)})")
         data = data[split]
     gold = [schemes.to_iob2(tags) for tags in decoded_tags(data)]
-    scores = score(gold, tagger.predict(data["tokens"]), strict=strict)
+    tokens = data["tokens"]
+    found = tagger.tag(
+        tokens,
+        entities=calibration or errors,
+        scores=calibration or errors,
+        min_confidence=min_confidence,
+    )
+    scores = score(gold, found.tags, strict=strict)
     known = set(tagger.entity_types)
     # Types the model never learnt score as missed mentions (seqeval counts them so);
     # they are named, so that a low recall has its reason beside it.
     scores["unknown_types"] = sorted(set(scores["per_type"]) - known)
+    if min_confidence:
+        scores["min_confidence"] = min_confidence
+    if calibration:
+        scores["calibration"] = reliability(gold, found.entities)
+    if errors:
+        from tagger.analysis import analyse
+
+        confidences = [[p for *_, p in ents] for ents in found.entities]
+        scores["errors"] = analyse(list(tokens), gold, found.tags, confidences)
     return scores
+
+
+CALIBRATION_BINS = 10
+HIGH_CONFIDENCE = 0.9
+
+
+def reliability(
+    gold: Sequence[Sequence[str]], entities: list[list], bins: int = CALIBRATION_BINS
+) -> dict:
+    """How far predicted entities' confidence can be trusted: the entities split into
+    ``bins`` equal confidence bins, each with its count, mean confidence and precision
+    (the share that is exactly a gold mention, span and type), the expected calibration
+    error ``sum_b n_b / N * |precision_b - confidence_b|``, and the precision and share
+    of the entities at ``HIGH_CONFIDENCE`` or above.
+
+    ``gold``: IOB2 tags per sentence; ``entities``: ``(start, end, label, score)`` per
+    sentence (``Tagger.tag``), token offsets with end exclusive."""
+    from tagger import schemes
+
+    scored = []  # (confidence, correct) of every predicted entity
+    for tags, ents in zip(gold, entities):
+        truth = set(schemes.spans(tags))
+        scored += [(p, (s, e, label) in truth) for s, e, label, p in ents]
+    rows, ece = [], 0.0
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = [(p, ok) for p, ok in scored if low <= p < high or (b == bins - 1 and p == 1.0)]
+        row = {
+            "low": low,
+            "high": high,
+            "count": len(inside),
+            "precision": None,
+            "confidence": None,
+        }
+        if inside:
+            row["precision"] = sum(ok for _, ok in inside) / len(inside)
+            row["confidence"] = sum(p for p, _ in inside) / len(inside)
+            ece += len(inside) / len(scored) * abs(row["precision"] - row["confidence"])
+        rows.append(row)
+    sure = [ok for p, ok in scored if p >= HIGH_CONFIDENCE]
+    return {
+        "entities": len(scored),
+        "bins": rows,
+        "ece": ece,
+        "high_confidence": {
+            "threshold": HIGH_CONFIDENCE,
+            "precision": sum(sure) / len(sure) if sure else None,
+            "share": len(sure) / len(scored) if scored else None,
+        },
+    }
+
+
+def format_calibration(calibration: dict) -> str:
+    """The reliability table in percent, the ECE and the high-confidence line."""
+    lines = [f"{'confidence':>12} {'entities':>9} {'mean conf':>10} {'precision':>10}"]
+    for row in calibration["bins"]:
+        span = f"{100 * row['low']:.0f}-{100 * row['high']:.0f}%"
+        if row["count"]:
+            lines.append(
+                f"{span:>12} {row['count']:9d} {100 * row['confidence']:10.2f} "
+                f"{100 * row['precision']:10.2f}"
+            )
+        else:
+            lines.append(f"{span:>12} {0:9d} {'-':>10} {'-':>10}")
+    lines.append(f"expected calibration error: {100 * calibration['ece']:.2f} points")
+    high = calibration["high_confidence"]
+    if high["precision"] is not None:
+        lines.append(
+            f"confidence >= {high['threshold']:g}: precision {100 * high['precision']:.2f}% "
+            f"on {100 * high['share']:.1f}% of the {calibration['entities']:,} predicted entities"
+        )
+    return "\n".join(lines)
 
 
 def training_source(config, data=None, **load_options) -> tuple:

@@ -44,6 +44,7 @@ CONFIG, VOCAB, WEIGHTS, METRICS, EPOCHS = (
     "epochs.jsonl",
 )
 PLOT = "training.png"  # optional: training curves, written by train()
+TEMPERATURES = (0.05, 20.0)  # the calibration temperatures a model folder may record
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ModelFiles:
     state: dict[str, torch.Tensor]
     metrics: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # fingerprint and sizes of the training data
+    temperature: float = 1.0  # calibration of the probabilities (tagger calibrate)
 
 
 def _json(obj) -> str:
@@ -92,6 +94,7 @@ def save_model(
         "config": files.config.to_dict(),
         "data": files.data,
         "scores": {k: files.metrics.get(k) for k in ("best_epoch", "dev_f1", "test_f1")},
+        "calibration_temperature": files.temperature,
         "weights": {
             "file": WEIGHTS,
             "sha256": hashlib.sha256(weights).hexdigest(),
@@ -447,6 +450,11 @@ def read_header(path: str | Path) -> dict:
     for key in ("scheme", "tagger_version"):
         if key in header:
             _expect(isinstance(header[key], str), file, key, "a string", header[key])
+    if "calibration_temperature" in header:  # older folders: 1 (uncalibrated)
+        value = header["calibration_temperature"]
+        ok = _is_number(value) and TEMPERATURES[0] <= value <= TEMPERATURES[1]
+        bounds = f"a number from {TEMPERATURES[0]:g} to {TEMPERATURES[1]:g}"
+        _expect(ok, file, "calibration_temperature", bounds, value)
     return header
 
 
@@ -549,7 +557,8 @@ def load_model(path: str | Path) -> ModelFiles:
     file = path / METRICS
     raw = _read_bytes(file, optional=True)  # loading does not need it
     metrics = {} if raw is None else _check_metrics(_parse_json(raw, file), file)
-    return ModelFiles(config, vocab, state, metrics, header.get("data", {}))
+    temperature = float(header.get("calibration_temperature", 1.0))
+    return ModelFiles(config, vocab, state, metrics, header.get("data", {}), temperature)
 
 
 def _umask() -> int:

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from tagger.batching import CASINGS, Batch
 from tagger.config import ModelConfig, TrainConfig
-from tagger.crf import CRF, FORBIDDEN
+from tagger.crf import CRF, FORBIDDEN, sum_over_spans
 from tagger.vocab import PAD_ID, UNK_ID, Vocab
 
 RNN_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -256,9 +256,32 @@ class SoftmaxDecoder(nn.Module):
         """(B, T, K) -> (B, T) label ids; 0 at padding."""
         return emissions.argmax(dim=2) * mask
 
-    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, K) per-token label probabilities; 0 at padding."""
-        return emissions.softmax(dim=2) * mask.unsqueeze(2)
+    def marginals(
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """(B, T, K) per-token label probabilities (of the scores divided by
+        ``temperature``); 0 at padding."""
+        return (emissions / temperature).softmax(dim=2) * mask.unsqueeze(2)
+
+    def span_log_probs(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        tags: torch.Tensor,
+        spans: torch.Tensor,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """log p(each span's tokens have the tags ``tags`` gives them): emissions (B, T, K),
+        mask and tags (B, T), spans (N, 3) rows ``(sentence, start, end)`` -> (N,).
+
+        The tokens are independent decisions here, so a span's probability is the
+        product of its tokens' probabilities of their tags (those the argmax chose, also
+        where the output had to be repaired into a valid sequence). Same signature as
+        ``CRF.span_log_probs``, so prediction scores entities without asking which
+        decoder it has."""
+        log_p = (emissions / temperature).log_softmax(2)
+        chosen = log_p.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
+        return sum_over_spans(chosen, spans[:, 0], spans[:, 1], spans[:, 2])
 
 
 class CRFDecoder(nn.Module):
@@ -288,8 +311,21 @@ class CRFDecoder(nn.Module):
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.crf.decode(emissions, mask)
 
-    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.crf.marginals(emissions, mask)
+    def marginals(
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        return self.crf.marginals(emissions, mask, temperature)
+
+    def span_log_probs(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        tags: torch.Tensor,
+        spans: torch.Tensor,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """log p(exactly each span, with its label): see ``CRF.span_log_probs``."""
+        return self.crf.span_log_probs(emissions, mask, tags, spans, temperature)
 
 
 def make_decoder(decoder: str, labels: list[str], scheme: str) -> CRFDecoder | SoftmaxDecoder:
@@ -371,7 +407,8 @@ class Ensemble(nn.Module):
     Averaging scores before one Viterbi pass keeps the output a valid tag sequence, and
     the members' errors are partly independent, so the mean is right more often than
     any member (CoNLL-2003 test F1 88.2 for four members whose own scores average 87.2).
-    Costs N times the encoder work at prediction time.
+    Costs N times the encoder work at prediction time. Probabilities (tag marginals,
+    entity probabilities) are those of this averaged model, the one that decodes.
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocab, size: int) -> None:

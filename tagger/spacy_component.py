@@ -28,11 +28,12 @@ from tagger import __version__, schemes
 from tagger.data import decoded_tags
 from tagger.errors import TaggerError
 from tagger.io import CONFIG, METRICS, VOCAB, WEIGHTS, check_replaceable, write_dir_with
-from tagger.predict import Tagger, doc_sentences
+from tagger.predict import Tagger, check_confidence
 
 ENTS_MODES = ("overwrite", "fill")
 # What ``predict`` finds in one doc: ``(start, end, label, confidence)`` per entity,
-# ``start``/``end`` token indices into the doc (end exclusive).
+# ``start``/``end`` token indices into the doc (end exclusive), ``confidence`` the
+# probability of exactly that span with that label (``Tagger.tag``).
 DocEntities = list[tuple[int, int, str, float]]
 # The model folder's files that loading reads: the keys of the to_bytes dict, and the
 # only names from_bytes ever writes.
@@ -47,6 +48,7 @@ if not Span.has_extension("tagger_confidence"):
     default_config={
         "model": None,
         "ents_mode": "overwrite",
+        "min_confidence": 0.0,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.tagger_confidence"],
@@ -57,10 +59,13 @@ def make_tagger_ner(
     name: str,
     model: str | None,
     ents_mode: str,
+    min_confidence: float,
     scorer: Callable | None,
 ) -> "TaggerNER":
     """spaCy factory: ``nlp.add_pipe("tagger_ner", config={"model": "models/tagger"})``."""
-    return TaggerNER(name, model=model, ents_mode=ents_mode, scorer=scorer)
+    return TaggerNER(
+        name, model=model, ents_mode=ents_mode, min_confidence=min_confidence, scorer=scorer
+    )
 
 
 class TaggerNER(Pipe):
@@ -70,7 +75,8 @@ class TaggerNER(Pipe):
     at construction: ``spacy.load`` builds the component from config.cfg and then
     fills it with ``from_disk``, so the folder named there must never be needed.
     ``ents_mode``: ``"overwrite"`` replaces the doc's entities, ``"fill"`` keeps them
-    and adds ours only where they overlap none.
+    and adds ours only where they overlap none. ``min_confidence``: entities the model
+    gives a lower probability are not set (their tokens stay outside).
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class TaggerNER(Pipe):
         *,
         model: str | Path | None = None,
         ents_mode: str = "overwrite",
+        min_confidence: float = 0.0,
         scorer: Callable | None = None,
     ) -> None:
         if ents_mode not in ENTS_MODES:
@@ -88,6 +95,7 @@ class TaggerNER(Pipe):
         self.name = name
         self.model_path = Path(model) if model is not None else None
         self.ents_mode = ents_mode
+        self.min_confidence = check_confidence(min_confidence, f"{name}: min_confidence")
         self.scorer = scorer
         self._tagger: Tagger | None = None
 
@@ -148,18 +156,10 @@ class TaggerNER(Pipe):
 
     def predict(self, docs: Iterable[Doc]) -> list[DocEntities]:
         """The entities of each doc, ``(start, end, label, confidence)`` with token
-        indices, from one ``predict_with_scores`` call over all the docs' sentences
-        (gathered as ``Tagger.tag_docs`` does); the docs are left unchanged."""
-        docs = list(docs)
-        sentences, owners = doc_sentences(docs)
-        tags, probs = self.tagger.predict_with_scores([[t.text for t in s] for s in sentences])
-        found: list[DocEntities] = [[] for _ in docs]
-        for tokens, tag_list, prob, d in zip(sentences, tags, probs, owners):
-            for start, end, label in schemes.spans(tag_list):
-                # Marginals are exp(log-sum-exp): rounding can put them a hair above 1.
-                confidence = min(1.0, float(prob[start:end].mean()))
-                found[d].append((tokens[start].i, tokens[end - 1].i + 1, label, confidence))
-        return found
+        indices, from one model call over all the docs' sentences
+        (``Tagger.doc_entities``, which ``Tagger.tag_docs`` reads too); those below
+        ``min_confidence`` are left out; the docs are left unchanged."""
+        return self.tagger.doc_entities(list(docs), self.min_confidence)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: list[DocEntities]) -> None:
         """Set ``doc.ents`` (and ``span._.tagger_confidence``) from ``predict``'s output,
@@ -216,7 +216,10 @@ class TaggerNER(Pipe):
 
 
 def build_pipeline(
-    tagger: Tagger, lang: str | None = None, ents_mode: str = "overwrite"
+    tagger: Tagger,
+    lang: str | None = None,
+    ents_mode: str = "overwrite",
+    min_confidence: float = 0.0,
 ) -> Language:
     """A blank spaCy pipeline (the model's language unless ``lang``), a sentencizer
     and ``tagger_ner`` holding ``tagger``: the tokenization the model was trained for."""
@@ -226,7 +229,8 @@ def build_pipeline(
     except ImportError:
         raise TaggerError(f"spaCy has no language {lang!r}") from None
     nlp.add_pipe("sentencizer")
-    component = nlp.add_pipe("tagger_ner", config={"ents_mode": ents_mode})
+    config = {"ents_mode": ents_mode, "min_confidence": min_confidence}
+    component = nlp.add_pipe("tagger_ner", config=config)
     component.tagger = tagger  # config keeps model = null: the weights travel with nlp
     return nlp
 

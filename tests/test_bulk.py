@@ -45,8 +45,15 @@ def test_one_worker_tags_every_row(single, tiny_corpus, tagger_model):
     assert [r["id"] for r in records] == list(range(len(train)))
     assert [r["tokens"] for r in records] == train["tokens"]
     assert [r["tags"] for r in records] == tagger_model.predict(train["tokens"])
+    # The records of `tagger predict --pretokenized`: entities with their scores.
+    spans = tagger_model.predict_spans(train["tokens"])
+    assert [
+        [(e["start"], e["end"], e["label"], e["score"]) for e in r["entities"]] for r in records
+    ] == [[(s["start"], s["end"], s["label"], s["score"]) for s in found] for found in spans]
+    assert any(r["entities"] for r in records)
     manifest = json.loads((single / "manifest.json").read_text())
     assert manifest["complete"] and manifest["missing"] == []
+    assert manifest["min_confidence"] == 0.0
     assert manifest["records"] == len(train) and manifest["workers"] == 1
     assert manifest["shards"][0]["inputs"] == {"rows": [0, len(train)]}
 
@@ -110,6 +117,25 @@ def test_folder_of_text_files(tmp_path, trained_model, tagger_model):
     ]
     assert records[0]["text"] == "John Smith visited Paris ."
     assert {e["text"] for e in records[0]["entities"]} == {"John Smith", "Paris"}
+    assert records[0]["entities"] == tagger_model.predict_text(records[0]["text"])
+
+
+def test_min_confidence_in_shards_and_manifest(single, tiny_corpus, trained_model, tmp_path):
+    records = [json.loads(line) for line in bulk.concatenate(single)]
+    scores = sorted({e["score"] for r in records for e in r["entities"]})
+    middle = len(scores) // 2
+    cut = (scores[middle - 1] + scores[middle]) / 2  # between two rounded scores
+    out = tmp_path / "cut"
+    manifest = bulk.run(job(tiny_corpus, trained_model, out, 1, min_confidence=cut))
+    assert manifest["min_confidence"] == cut
+    kept = [json.loads(line) for line in bulk.concatenate(out)]
+    assert [r["entities"] for r in kept] == [
+        [e for e in r["entities"] if e["score"] >= cut] for r in records
+    ]
+    with pytest.raises(TaggerError, match=rf"another job \(min_confidence {cut!r}\)"):
+        bulk.run(job(tiny_corpus, trained_model, out, 1))
+    with pytest.raises(TaggerError, match="^--min-confidence must be between 0 and 1, not 2$"):
+        bulk.run(job(tiny_corpus, trained_model, tmp_path / "bad", 1, min_confidence=2))
 
 
 def test_bulk_cli_and_its_errors(tiny_corpus, trained_model, tmp_path):
@@ -135,6 +161,11 @@ def test_bulk_cli_and_its_errors(tiny_corpus, trained_model, tmp_path):
     assert bad.exit_code == 1 and "need --output-dir" in bad.output
     bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--format", "conll"])
     assert bad.exit_code == 1 and "--output-dir writes JSON-lines shards" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--no-scores"])
+    assert bad.exit_code == 1 and "shards always carry scores: drop --no-scores" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--output-dir", str(out), "--min-confidence", "-1"])
+    assert bad.exit_code == 1
+    assert "--min-confidence must be between 0 and 1, not -1.0" in bad.output
 
 
 def test_bulk_under_torchrun_ranks_are_workers(single, tiny_corpus, trained_model, tmp_path):

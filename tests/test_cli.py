@@ -260,13 +260,29 @@ def test_evaluate_json(cli_model):
     result = cli("evaluate", cli_model, "--json")
     assert_ok(result)
     scores = json.loads(result.stdout)
-    assert scores == evaluate(cli_model)  # the bundled test split, as trained
+    assert scores == evaluate(cli_model, calibration=True)  # the bundled test split, as trained
     assert scores["mode"] == "default"
+    assert set(scores["calibration"]) == {"entities", "bins", "ece", "high_confidence"}
     strict = json.loads(
         cli("evaluate", cli_model, "--json", "--strict", "--split", "validation").stdout
     )
     assert strict["mode"] == "strict"
-    assert strict == evaluate(cli_model, split="validation", strict=True)
+    assert strict == evaluate(cli_model, split="validation", strict=True, calibration=True)
+
+
+def test_evaluate_errors_and_threshold(cli_model):
+    result = cli("evaluate", cli_model, "--errors", "--min-confidence", "0.99", "--top", "3")
+    assert_ok(result)
+    out = result.stdout
+    assert "confidence of the predicted entities (temperature 1, uncalibrated" in out
+    assert "expected calibration error:" in out
+    assert "with --min-confidence 0.99: precision" in out
+    assert "Errors by kind" in out and "Confusion (rows: gold type" in out
+    data = json.loads(cli("evaluate", cli_model, "--json", "--errors").stdout)
+    assert data["errors"]["mentions"]["gold"] == data["support"]
+    bad = cli("evaluate", cli_model, "--min-confidence", "2")
+    assert bad.exit_code == 1
+    assert bad.output.strip() == "error: --min-confidence must be between 0 and 1, not 2.0"
 
 
 def test_evaluate_text(cli_model):
@@ -327,6 +343,45 @@ def test_predict_stdin_conll_and_output_file(cli_model, tmp_path):
         result.stdout == ""
         and out.read_text()
         == cli("predict", "-", "-m", cli_model, "-f", "conll", input=text).stdout
+    )
+
+
+def test_predict_scores_and_min_confidence(trained_model, tmp_path):
+    model = trained_model
+    text = (
+        "Angela Merkel visited Paris on Monday .\nWei Chen works for Globex in Tokyo .\n"
+        "Zyxwv Qwerty met John Smith yesterday .\n"
+    )
+    result = cli("predict", "-", "-m", model, input=text)
+    assert_ok(result)
+    entities = [e for line in result.stdout.splitlines() for e in json.loads(line)["entities"]]
+    assert entities and all(0 < e["score"] <= 1 for e in entities)  # on by default
+    result = cli("predict", "-", "-m", model, "--no-scores", input=text)
+    plain = [e for line in result.stdout.splitlines() for e in json.loads(line)["entities"]]
+    assert plain == [{k: v for k, v in e.items() if k != "score"} for e in entities]
+    result = cli("predict", "-", "-m", model, "-f", "conll", "--scores", input=text)
+    assert_ok(result)
+    rows = [line.split(" ") for line in result.stdout.splitlines() if line]
+    assert all(len(r) == 3 and 0 < float(r[2]) <= 1 and len(r[2]) == 6 for r in rows)
+    tags = cli("predict", "-", "-m", model, "-f", "conll", input=text).stdout
+    assert [r[:2] for r in rows] == [line.split(" ") for line in tags.splitlines() if line]
+    # A threshold between the scores drops the less sure entities, in both formats.
+    scores = sorted({e["score"] for e in entities})
+    assert len(scores) > 1
+    cut = (scores[0] + scores[-1]) / 2
+    result = cli("predict", "-", "-m", model, "--min-confidence", cut, input=text)
+    kept = [e for line in result.stdout.splitlines() for e in json.loads(line)["entities"]]
+    assert kept == [e for e in entities if e["score"] > cut]
+    result = cli("predict", "-", "-m", model, "-f", "conll", "--min-confidence", cut, input=text)
+    conll = [line.split(" ")[1] for line in result.stdout.splitlines() if line]
+    assert sum(t.startswith("B-") for t in conll) == len(kept)
+    page = tmp_path / "page.html"
+    assert_ok(cli("predict", "-", "-m", model, "--html", page, "--min-confidence", 1, input=text))
+    for bad in ("1.5", "-0.5", "nan"):
+        line = assert_user_error(cli("predict", "-", "-m", model, "--min-confidence", bad))
+        assert line == f"error: --min-confidence must be between 0 and 1, not {float(bad)}"
+    assert_user_error(
+        cli("predict", "-", "-m", model, "--html", page, "--scores"), "--html shows no scores"
     )
 
 
@@ -477,3 +532,14 @@ def test_train_unk_replace_flag(tmp_path):
     line = assert_user_error(cli("train", "--unk-replace", "-1", "-o", tmp_path / "m"))
     assert line == "error: config: unk_replace must be 0 or more, not -1.0"
     assert not (tmp_path / "m").exists()
+
+
+def test_report_writes_one_page_and_refuses_to_replace(cli_model, tmp_path):
+    out = tmp_path / "report.html"
+    result = cli("report", cli_model, "-o", str(out))
+    assert_ok(result)
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "Confusion between entity types" in page
+    again = cli("report", cli_model, "-o", str(out))
+    assert again.exit_code == 1
+    assert again.output.strip().startswith("error: ") and "--overwrite" in again.output

@@ -8,6 +8,7 @@ CRF's finite penalties must make invalid paths vanish from Z, Viterbi and margin
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -424,3 +425,159 @@ def test_broken_allowed_raises_value_error(case):
         bad_emissions, _, bad_mask = broken[0](emissions, tags, mask)
         with pytest.raises(ValueError, match=r"^CRF: .*" + broken[1]):
             crf.partial_log_likelihood(bad_emissions, allowed, bad_mask)
+
+
+# ------------------------------------------------------------------ span probabilities
+
+
+def brute_span_probs(crf, labels, scheme, emissions, length):
+    """{(start, end, type): p(exactly that mention)} over every mention of a valid path,
+    and for each the most probable path holding it (its tags)."""
+    paths, scores = brute_force(crf, labels, scheme, emissions, length)
+    probs = (scores - torch.logsumexp(scores, 0)).exp()
+    found, holder = {}, {}
+    for path, prob in sorted(zip(paths, probs.tolist()), key=lambda x: -x[1]):
+        for span in schemes.spans([labels[i] for i in path]):
+            found[span] = found.get(span, 0.0) + prob
+            holder.setdefault(span, path)
+    return found, holder
+
+
+SPAN_CASES = [
+    (labels, scheme, t, seed)
+    for labels, scheme in LABEL_SETS
+    for t in (1, 2, 4)
+    for seed in range(2)
+]
+
+
+@pytest.mark.parametrize(("labels", "scheme", "max_len", "seed"), SPAN_CASES)
+def test_span_probabilities_match_brute_force(labels, scheme, max_len, seed):
+    """Every mention any valid path has, scored with a path that holds it: the sum of
+    p(path) over the valid paths with exactly that mention (in IOB2, a B-X I-X span
+    followed by I-X is another mention, and the constraints forbid invalid paths)."""
+    gen = torch.Generator().manual_seed(100 * seed + 10 * max_len + len(labels))
+    crf = random_crf(labels, scheme, gen)
+    emissions, mask, lengths = random_batch(len(labels), gen, max_len)
+    for b, length in enumerate(lengths):
+        want, holder = brute_span_probs(crf, labels, scheme, emissions[b], length)
+        spans = sorted(want)
+        # One row per mention: the sentence with a path that holds it.
+        tags = torch.zeros(len(spans), max_len, dtype=torch.long)
+        for n, span in enumerate(spans):
+            tags[n, :length] = torch.tensor(holder[span])
+        index = torch.tensor([[n, s, e] for n, (s, e, _) in enumerate(spans)]).reshape(-1, 3)
+        with torch.no_grad():
+            got = crf.span_log_probs(
+                emissions[b].expand(len(spans), -1, -1), mask[b].expand(len(spans), -1), tags, index
+            )
+        assert got.shape == (len(spans),) and (got <= 0).all()
+        expected = torch.tensor([want[s] for s in spans], dtype=torch.float64)
+        assert torch.allclose(got.exp(), expected, atol=1e-6), spans
+
+
+@pytest.mark.parametrize(("labels", "scheme"), LABEL_SETS)
+def test_span_probabilities_of_decoded_paths_in_a_padded_batch(labels, scheme):
+    """The use in prediction: every mention of each sentence's Viterbi path, all in one
+    call over a padded batch where some sentences have none; each equals the brute force
+    and the same sentence scored alone."""
+    gen = torch.Generator().manual_seed(len(labels) + 40)
+    crf = random_crf(labels, scheme, gen)
+    emissions, mask, lengths = random_batch(len(labels), gen, max_len=5, batch=6)
+    emissions[1] -= 50 * torch.tensor([t != "O" for t in labels], dtype=torch.float64)  # no mention
+    with torch.no_grad():
+        best = crf.decode(emissions, mask)
+        spans, want = [], []
+        for b, length in enumerate(lengths):
+            probs, _ = brute_span_probs(crf, labels, scheme, emissions[b], length)
+            for s, e, etype in schemes.spans([labels[i] for i in best[b, :length]]):
+                spans.append([b, s, e])
+                want.append(probs[(s, e, etype)])
+        assert spans and 1 not in {b for b, _, _ in spans}
+        index = torch.tensor(spans)
+        got = crf.span_log_probs(emissions, mask, best, index).exp()
+        assert torch.allclose(got, torch.tensor(want, dtype=torch.float64), atol=1e-6)
+        for n, (b, s, e) in enumerate(spans):
+            n_b = lengths[b]
+            alone = crf.span_log_probs(
+                emissions[b : b + 1, :n_b],
+                mask[b : b + 1, :n_b],
+                best[b : b + 1, :n_b],
+                torch.tensor([[0, s, e]]),
+            )
+            assert torch.allclose(alone.exp()[0], got[n], atol=1e-10)
+
+
+@pytest.mark.parametrize(("labels", "scheme"), LABEL_SETS)
+def test_mentions_starting_at_a_token_share_its_opening_marginal(labels, scheme):
+    """Summed over every end and type, the mentions starting at token t have the
+    probability that t opens a mention (B-X or S-X): its marginals. A one-token
+    sentence: p(O) plus every single-token mention's probability is 1."""
+    gen = torch.Generator().manual_seed(len(labels) + 77)
+    crf = random_crf(labels, scheme, gen)
+    opening = [i for i, t in enumerate(labels) if t[0] in "BS"]
+    for length in (1, 4):
+        emissions = 2 * torch.randn(1, length, len(labels), generator=gen, dtype=torch.float64)
+        mask = torch.ones(1, length, dtype=torch.bool)
+        with torch.no_grad():
+            marg = crf.marginals(emissions, mask)[0]
+        want, holder = brute_span_probs(crf, labels, scheme, emissions[0], length)
+        spans = sorted(want)
+        tags = torch.tensor([holder[s] for s in spans])
+        index = torch.tensor([[n, s, e] for n, (s, e, _) in enumerate(spans)])
+        with torch.no_grad():
+            probs = crf.span_log_probs(
+                emissions.expand(len(spans), -1, -1), mask.expand(len(spans), -1), tags, index
+            ).exp()
+        for t in range(length):
+            at_t = sum(p for p, (s, _, _) in zip(probs.tolist(), spans) if s == t)
+            assert at_t == pytest.approx(float(marg[t, opening].sum()), abs=1e-9)
+        if length == 1:
+            assert float(probs.sum() + marg[0, labels.index("O")]) == pytest.approx(1.0)
+
+
+def test_a_longer_iob2_mention_is_not_the_shorter_one():
+    """IOB2: p(B-A at 0 alone) excludes the paths where I-A follows, so the one-token and
+    two-token mentions starting at 0 add up to p(B-A at 0)."""
+    labels = ["O", "B-A", "I-A"]
+    crf = CRF(labels, "IOB2").double()
+    emissions = torch.tensor([[[0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]], dtype=torch.float64)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    tags = torch.tensor([[1, 2]])
+    with torch.no_grad():
+        one, two = crf.span_log_probs(emissions, mask, tags, torch.tensor([[0, 0, 1], [0, 0, 2]]))
+        marg = crf.marginals(emissions, mask)
+    # Paths and scores: (B,O) 2, (B,B) 2, (B,I) 5, (O,O) 0, (O,B) 0; I-A cannot open.
+    z = 2 + 2 * math.e**2 + math.e**5
+    assert float(one.exp()) == pytest.approx(2 * math.e**2 / z)  # (B,O) and (B,B)
+    assert float(two.exp()) == pytest.approx(math.e**5 / z)
+    assert float(one.exp() + two.exp()) == pytest.approx(float(marg[0, 0, 1]))
+
+
+SPAN_BROKEN = {
+    "spans not 2-d": (lambda s: s[0], r"spans must have shape \(num_spans, 3\)"),
+    "spans of 2 columns": (lambda s: s[:, :2], r"spans must have shape"),
+    "spans not int64": (lambda s: s.int(), r"spans must be int64"),
+    "sentence out of the batch": (
+        lambda s: torch.tensor([[2, 0, 1]]),
+        r"span 0 is \(2, 0, 1\)",
+    ),
+    "negative sentence": (lambda s: torch.tensor([[0, 0, 1], [-1, 0, 1]]), r"span 1 is"),
+    "empty span": (lambda s: torch.tensor([[0, 1, 1]]), r"0 <= start < end <= its length"),
+    "past the sentence's end": (lambda s: torch.tensor([[1, 0, 2]]), r"span 0 is \(1, 0, 2\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPAN_BROKEN))
+def test_broken_spans_raise_value_error(case):
+    crf, emissions, tags, mask = _valid_inputs()  # lengths 3, 1
+    valid = torch.tensor([[0, 0, 2], [1, 0, 1]])
+    assert crf.span_log_probs(emissions, mask, tags, valid).shape == (2,)
+    assert crf.span_log_probs(emissions, mask, tags, valid[:0]).shape == (0,)
+    change, message = SPAN_BROKEN[case]
+    with pytest.raises(ValueError, match=r"^CRF: .*" + message):
+        crf.span_log_probs(emissions, mask, tags, change(valid))
+    for broken in {**BROKEN, **TAG_BROKEN}.values():  # the other preconditions too
+        bad_emissions, bad_tags, bad_mask = broken[0](emissions, tags, mask)
+        with pytest.raises(ValueError, match=r"^CRF: .*" + broken[1]):
+            crf.span_log_probs(bad_emissions, bad_mask, bad_tags, valid[:1])

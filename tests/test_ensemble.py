@@ -127,10 +127,36 @@ def test_ensemble_in_spacy_and_with_scores(ensemble_dir, tmp_path):
         {"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char}
         for e in doc.ents
     ]
-    assert found == tagger.predict_text(text)
+    entities = tagger.predict_text(text)
+    assert found == [{k: v for k, v in e.items() if k != "score"} for e in entities]
+    assert [round(e._.tagger_confidence, 4) for e in doc.ents] == [e["score"] for e in entities]
     tags, probs = tagger.predict_with_scores([["Alice", "met", "Bob", "in", "Paris"]])
     assert all(is_valid_iob2(t) for t in tags)
     assert ((probs[0] > 0) & (probs[0] <= 1 + 1e-6)).all()
+
+
+def test_ensemble_entity_scores_are_those_of_the_averaged_crf(ensemble_dir):
+    """One CRF with the members' mean transitions, over their mean label scores: what
+    the ensemble decodes with, so what its entity probabilities come from."""
+    from tagger.crf import CRF
+
+    tagger = Tagger.load(ensemble_dir)
+    sentences = [["Alice", "Smith", "met", "Bob", "in", "Paris"], ["ACME", "Corp", "hired"]]
+    found = tagger.predict_spans(sentences)
+    assert any(found)
+    labels, members = tagger.vocab.labels, tagger.model.members
+    averaged = CRF(labels, tagger.config.model.scheme)
+    with torch.no_grad():
+        for name, param in averaged.named_parameters():
+            param.copy_(torch.stack([m.decoder.crf.get_parameter(name) for m in members]).mean(0))
+    batch = next(bucket_batches(encode(tagger.vocab, sentences), 8))
+    with torch.inference_mode():
+        emissions = torch.stack([m.emissions(batch) for m in members]).mean(0)
+        best = averaged.decode(emissions, batch.mask)
+        for row, sent in enumerate(batch.index):
+            spans = torch.tensor([[row, s["start"], s["end"]] for s in found[sent]]).reshape(-1, 3)
+            probs = averaged.span_log_probs(emissions, batch.mask, best, spans).exp()
+            assert [s["score"] for s in found[sent]] == pytest.approx(probs.tolist(), abs=1e-4)
 
 
 def test_compare_and_plot_read_an_ensemble(ensemble_dir):

@@ -168,3 +168,41 @@ def test_training_source():
         **{"data_format": "auto", "map_labels": None, "dev_fraction": 0.0, "test_fraction": 0.0},
         **{"seed": 13, "dev": None, "test": None, "revision": None},
     }
+
+
+def test_reliability_by_hand():
+    from tagger.evaluation import format_calibration, reliability
+
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    entities = [
+        [(0, 2, "PER", 0.95), (3, 4, "ORG", 0.92)],  # right, wrong type
+        [(0, 1, "ORG", 0.55), (1, 2, "LOC", 0.15)],  # right, spurious
+    ]
+    table = reliability(gold, entities, bins=10)
+    rows = {round(r["low"], 1): r for r in table["bins"] if r["count"]}
+    assert rows[0.9] == {
+        "low": 0.9,
+        "high": 1.0,
+        "count": 2,
+        "precision": 0.5,
+        "confidence": pytest.approx(0.935),
+    }
+    assert rows[0.5]["precision"] == 1.0 and rows[0.1]["precision"] == 0.0
+    # ECE = 2/4 * |0.5 - 0.935| + 1/4 * |1 - 0.55| + 1/4 * |0 - 0.15|
+    assert table["ece"] == pytest.approx(0.5 * 0.435 + 0.25 * 0.45 + 0.25 * 0.15)
+    assert table["high_confidence"] == {"threshold": 0.9, "precision": 0.5, "share": 0.5}
+    text = format_calibration(table)
+    assert "expected calibration error: 36.75 points" in text
+    assert "confidence >= 0.9: precision 50.00% on 50.0% of the 4 predicted entities" in text
+    assert reliability([], [])["ece"] == 0.0
+
+
+def test_evaluate_calibration_errors_and_threshold(tagger_model, tiny_corpus):
+    full = evaluate(tagger_model, tiny_corpus, calibration=True, errors=True)
+    assert full["calibration"]["entities"] == full["errors"]["mentions"]["pred"] > 0
+    assert full["errors"]["correct"] == round(
+        full["precision"] * full["errors"]["mentions"]["pred"]
+    )
+    strict = evaluate(tagger_model, tiny_corpus, min_confidence=1.0)
+    assert strict["min_confidence"] == 1.0
+    assert strict["recall"] <= full["recall"]

@@ -257,6 +257,22 @@ def test_softmax_partial_loss_sums_the_allowed_tags():
     assert torch.isfinite(emissions.grad).all() and (emissions.grad[~mask] == 0).all()
 
 
+def test_softmax_span_probability_is_the_product_of_its_token_probabilities():
+    gen = torch.Generator().manual_seed(1)
+    emissions = 3 * torch.randn(2, 4, 5, generator=gen, dtype=torch.float64)
+    mask = torch.arange(4)[None, :] < torch.tensor([4, 2])[:, None]
+    tags = torch.randint(5, (2, 4), generator=gen) * mask
+    spans = torch.tensor([[0, 0, 1], [0, 1, 4], [1, 0, 2]])
+    got = SoftmaxDecoder().span_log_probs(emissions, mask, tags, spans).exp()
+    probs = emissions.softmax(2)
+    want = [
+        torch.prod(torch.stack([probs[b, t, tags[b, t]] for t in range(s, e)]))
+        for b, s, e in spans.tolist()
+    ]
+    assert torch.allclose(got, torch.stack(want), rtol=1e-12, atol=0)
+    assert SoftmaxDecoder().span_log_probs(emissions, mask, tags, spans[:0]).shape == (0,)
+
+
 @pytest.mark.parametrize("decoder", ["softmax", "crf"])
 def test_model_loss_takes_the_batch_allowed_tags(vocab, batch, decoder):
     """``batch.allowed`` switches the loss to the partial-label one: the same as the

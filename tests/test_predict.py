@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 
 import numpy as np
 import pytest
-from conftest import conll_text, is_valid_iob2, make_sentences, tiny_config
+import torch
+from conftest import conll_text, is_valid_bioes, is_valid_iob2, make_sentences, tiny_config
 
 from tagger import schemes
+from tagger.batching import encode, make_batch
 from tagger.errors import TaggerError
 from tagger.io import write_atomic
-from tagger.predict import Tagger, predict_lines, read_lines
+from tagger.predict import MentionReader, Tagger, predict_lines, read_lines
 from tagger.training import train
 
 SENTENCES = [
@@ -106,7 +110,9 @@ def test_predict_lines_jsonl(tagger_model):
     for r in records:
         for e in r["entities"]:
             assert r["text"][e["start"] : e["end"]] == e["text"]
-    assert {"text": "Globex", "label": "ORG", "start": 10, "end": 16} in records[2]["entities"]
+            assert 0 < e["score"] <= 1 and e["score"] == round(e["score"], 4)
+    found = [{k: e[k] for k in ("text", "label", "start", "end")} for e in records[2]["entities"]]
+    assert {"text": "Globex", "label": "ORG", "start": 10, "end": 16} in found
 
 
 def test_predict_lines_conll(tagger_model):
@@ -140,9 +146,10 @@ def test_predict_lines_pretokenized(tagger_model):
         ["Oslo", "rose"],
     ]
     assert records[0]["tags"] == ["B-PER", "I-PER", "O", "B-LOC"]
+    spans = tagger_model.predict_spans([records[0]["tokens"]])[0]
     assert records[0]["entities"] == [
-        {"text": "Angela Merkel", "label": "PER", "start": 0, "end": 2},
-        {"text": "Paris", "label": "LOC", "start": 3, "end": 4},
+        {"text": "Angela Merkel", "label": "PER", "start": 0, "end": 2, "score": spans[0]["score"]},
+        {"text": "Paris", "label": "LOC", "start": 3, "end": 4, "score": spans[1]["score"]},
     ]
     second = tagger_model.predict([["Oslo", "rose"]])[0]
     assert records[1]["tags"] == second
@@ -163,6 +170,177 @@ def test_predict_lines_streams_in_chunks(tagger_model, monkeypatch):
     monkeypatch.setattr("tagger.predict.CHUNK_LINES", 2)
     chunks = list(predict_lines(tagger_model, iter(["Paris ."] * 5), "jsonl"))
     assert [c.count("\n") for c in chunks] == [2, 2, 1]
+
+
+# ----------------------------------------------------------------- entity scores
+
+
+@pytest.fixture(scope="module")
+def softmax_model(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("softmax") / "model"
+    config = tiny_config(data=str(tiny_corpus), output=str(out), decoder="softmax", max_epochs=4)
+    return Tagger.load(train(config, progress=False), device="cpu")
+
+
+def emissions_of(tagger, tokens):
+    """The model's label scores for one sentence, (T, K) float64."""
+    batch = make_batch(encode(tagger.vocab, [tokens]), np.arange(1))
+    with torch.inference_mode():
+        return tagger.model.emissions(batch)[0].double()
+
+
+def test_predict_spans_are_the_mentions_of_the_tags(tagger_model, softmax_model):
+    for model in (tagger_model, softmax_model):
+        spans = model.predict_spans(SENTENCES)
+        tags = model.predict(SENTENCES)
+        assert len(spans) == len(SENTENCES) and spans[1] == []
+        for found, tag_list in zip(spans, tags):
+            assert [(s["start"], s["end"], s["label"]) for s in found] == schemes.spans(tag_list)
+            assert all(0 < s["score"] <= 1 and s["score"] == round(s["score"], 4) for s in found)
+            assert all(list(s) == ["start", "end", "label", "score"] for s in found)
+    assert tagger_model.predict_spans([]) == []
+
+
+def test_crf_entity_score_is_the_brute_force_span_probability(tagger_model):
+    """Every valid BIOES path of a 3-token sentence enumerated with the trained CRF's
+    scores: the entity's score is the probability of the paths holding that mention."""
+    tokens = ["Angela", "Merkel", "rose"]
+    (spans,) = tagger_model.predict_spans([tokens])
+    assert [(s["start"], s["end"], s["label"]) for s in spans] == [(0, 2, "PER")]
+    labels = tagger_model.vocab.labels
+    crf = tagger_model.model.decoder.crf
+    emissions = emissions_of(tagger_model, tokens)
+    params = (crf.start_transitions, crf.transitions, crf.end_transitions)
+    start, trans, end = (p.detach().double() for p in params)
+    total = held = 0.0
+    for path in itertools.product(range(len(labels)), repeat=len(tokens)):
+        named = [labels[i] for i in path]
+        if not is_valid_bioes(named):
+            continue
+        score = start[path[0]] + end[path[-1]] + sum(emissions[t, path[t]] for t in range(3))
+        score = score + trans[path[0], path[1]] + trans[path[1], path[2]]
+        weight = math.exp(float(score))
+        total += weight
+        if (0, 2, "PER") in schemes.spans(named):
+            held += weight
+    assert spans[0]["score"] == pytest.approx(held / total, abs=1e-4)  # 4 decimals, float32
+
+
+def test_softmax_entity_score_is_the_product_of_its_token_probabilities(softmax_model):
+    for tokens in [s for s in SENTENCES if s]:
+        probs = emissions_of(softmax_model, tokens).softmax(1).max(1).values
+        for span in softmax_model.predict_spans([tokens])[0]:
+            want = float(probs[span["start"] : span["end"]].prod())
+            assert span["score"] == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("scheme", ["IOB2", "BIOES"])
+def test_mention_reader_reads_what_the_printed_tags_say(scheme):
+    """Any label ids, valid or not (softmax output), with padding: the mentions equal
+    ``schemes.spans`` of the IOB2 tags ``Tagger`` prints for them."""
+    labels = schemes.label_set(["A", "B"], scheme)
+    reader = MentionReader.of(labels)
+    gen = torch.Generator().manual_seed(len(labels))
+    ids = torch.randint(len(labels), (200, 7), generator=gen)
+    lengths = torch.randint(1, 8, (200,), generator=gen)
+    mask = torch.arange(7)[None, :] < lengths[:, None]
+    found = reader.mentions(ids, mask).tolist()
+    want = []
+    for b, n in enumerate(lengths.tolist()):
+        tags = schemes.to_iob2([schemes.iob2_label(labels[i]) for i in ids[b, :n]])
+        want += [[b, s, e] for s, e, _ in schemes.spans(tags)]
+    assert found == want
+    dropped = reader.drop(ids, torch.tensor(found[::2]).reshape(-1, 3))
+    for b, s, e in found[::2]:
+        assert (dropped[b, s:e] == labels.index("O")).all()
+    kept = torch.ones_like(ids, dtype=torch.bool)
+    for b, s, e in found[::2]:
+        kept[b, s:e] = False
+    assert torch.equal(dropped[kept], ids[kept])
+
+
+def test_min_confidence_drops_entities_and_their_tags(tagger_model):
+    spans = tagger_model.predict_spans(SENTENCES)
+    scores = sorted({s["score"] for found in spans for s in found})
+    assert len(scores) > 2, "the tiny model should be surer of some entities than others"
+    cut = (scores[0] + scores[1]) / 2  # drops the least sure entity only
+    kept = tagger_model.predict_spans(SENTENCES, min_confidence=cut)
+    assert kept == [[s for s in found if s["score"] > cut] for found in spans]
+    tags = tagger_model.predict(SENTENCES, min_confidence=cut)
+    assert [schemes.spans(t) for t in tags] == [
+        [(s["start"], s["end"], s["label"]) for s in found] for found in kept
+    ]
+    before, probs = tagger_model.predict_with_scores(SENTENCES)
+    after, probs_cut = tagger_model.predict_with_scores(SENTENCES, min_confidence=cut)
+    assert after == tags
+    for b_tags, a_tags, p, q in zip(before, after, probs, probs_cut):
+        for old, new, p_old, p_new in zip(b_tags, a_tags, p, q):
+            if old != new:  # now O: its probability of O, an event disjoint from the old tag
+                assert new == "O" and p_old + p_new <= 1 + 1e-5
+            else:
+                assert p_new == pytest.approx(p_old, abs=1e-6)
+    assert tagger_model.predict_spans(SENTENCES, min_confidence=0.0) == spans
+    sure = tagger_model.predict_spans(SENTENCES, min_confidence=1.0)
+    assert all(s["score"] == 1.0 for found in sure for s in found)
+    text = tagger_model.predict_text(TEXT)
+    assert all(0 < e["score"] <= 1 for e in text)
+    sure = tagger_model.predict_text(TEXT, min_confidence=1.0)
+    assert all(e in text and e["score"] == 1.0 for e in sure)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_min_confidence_must_be_a_probability(tagger_model, bad):
+    message = f"^min_confidence must be between 0 and 1, not {bad}$"
+    for call in (
+        lambda: tagger_model.predict(SENTENCES, min_confidence=bad),
+        lambda: tagger_model.predict_spans(SENTENCES, min_confidence=bad),
+        lambda: tagger_model.predict_text(TEXT, min_confidence=bad),
+        lambda: list(predict_lines(tagger_model, iter([TEXT]), min_confidence=bad)),
+    ):
+        with pytest.raises(TaggerError, match=message):
+            call()
+
+
+def test_conll_scores_column(tagger_model):
+    lines = ["Angela", "Merkel", "visited", "Paris", "", "Oslo", "rose", ""]
+    sentences = [["Angela", "Merkel", "visited", "Paris"], ["Oslo", "rose"]]
+    tags, probs = tagger_model.predict_with_scores(sentences)
+    out = "".join(predict_lines(tagger_model, iter(lines), "conll", pretokenized=True, scores=True))
+    assert out == "".join(
+        "".join(f"{t} {g} {p:.4f}\n" for t, g, p in zip(toks, tg, pr)) + "\n"
+        for toks, tg, pr in zip(sentences, tags, probs)
+    )
+    raw = "".join(predict_lines(tagger_model, iter([TEXT]), "conll", scores=True))
+    rows = [line.split(" ") for line in raw.splitlines() if line]
+    assert rows and all(len(r) == 3 and 0 < float(r[2]) <= 1 for r in rows)
+    plain = "".join(predict_lines(tagger_model, iter([TEXT]), "conll"))
+    assert [r[:2] for r in rows] == [line.split(" ") for line in plain.splitlines() if line]
+    # Off in JSON lines on request; the CoNLL of dropped entities reads O.
+    off = "".join(predict_lines(tagger_model, iter(lines), pretokenized=True, scores=False))
+    assert all("score" not in e for r in off.splitlines() for e in json.loads(r)["entities"])
+    cut = "".join(
+        predict_lines(tagger_model, iter(lines), "conll", pretokenized=True, min_confidence=1.0)
+    )
+    assert cut.split() == [
+        x
+        for toks, tg in zip(sentences, tagger_model.predict(sentences, min_confidence=1.0))
+        for pair in zip(toks, tg)
+        for x in pair
+    ]
+
+
+def test_token_scores_are_of_the_printed_iob2_tag(tagger_model):
+    """A BIOES model prints B-X for B-X and S-X: the token's score is their sum."""
+    tokens = SENTENCES[3]
+    tags, (probs,) = tagger_model.predict_with_scores([tokens])
+    labels = tagger_model.vocab.labels
+    batch = make_batch(encode(tagger_model.vocab, [tokens]), np.arange(1))
+    with torch.inference_mode():
+        emissions = tagger_model.model.emissions(batch)
+        marg = tagger_model.model.decoder.marginals(emissions, batch.mask)[0]
+    for t, tag in enumerate(tags[0]):
+        same = [i for i, label in enumerate(labels) if schemes.iob2_label(label) == tag]
+        assert probs[t] == pytest.approx(float(marg[t, same].sum()), abs=1e-6)
 
 
 # ----------------------------------------------------------------- read_lines / write_atomic

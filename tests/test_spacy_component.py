@@ -80,14 +80,14 @@ def test_entities_equal_predict_text(nlp, tagger_model):
     assert all(t.ent_iob_ == "O" for t in doc if t.is_space)
 
 
-def test_confidence_is_the_mean_tag_probability(nlp, tagger_model):
+def test_confidence_is_the_span_probability(nlp, tagger_model):
     doc = nlp("Angela Merkel visited Paris on Monday.")
     tokens = [t.text for t in doc]
-    tags, (probs,) = tagger_model.predict_with_scores([tokens])
-    spans = schemes.spans(tags[0])
-    assert [(e.start, e.end, e.label_) for e in doc.ents] == spans
-    for ent, (start, end, _) in zip(doc.ents, spans):
-        assert ent._.tagger_confidence == pytest.approx(float(probs[start:end].mean()))
+    (spans,) = tagger_model.predict_spans([tokens])
+    assert [(e.start, e.end, e.label_) for e in doc.ents] == [
+        (s["start"], s["end"], s["label"]) for s in spans
+    ]
+    assert [round(e._.tagger_confidence, 4) for e in doc.ents] == [s["score"] for s in spans]
 
 
 def test_without_sentence_boundaries_the_doc_is_one_sentence(trained_model, tagger_model):
@@ -109,13 +109,13 @@ def test_pipe_equals_per_doc_with_one_model_call_per_batch(nlp, monkeypatch):
     single = [nlp(text) for text in batch]
     tagger = nlp.get_pipe("tagger_ner").tagger
     calls = []
-    original = tagger.predict_with_scores
+    original = tagger.predict_encoded
 
-    def counting(sentences, *args, **kwargs):
-        calls.append(len(sentences))
-        return original(sentences, *args, **kwargs)
+    def counting(enc, *args, **kwargs):
+        calls.append(len(enc))
+        return original(enc, *args, **kwargs)
 
-    monkeypatch.setattr(tagger, "predict_with_scores", counting)
+    monkeypatch.setattr(tagger, "predict_encoded", counting)
     piped = list(nlp.pipe(batch, batch_size=8))
     assert len(calls) == 7  # ceil(50 / 8): one forward pass per batch of docs
     assert [d.text for d in piped] == batch
@@ -164,7 +164,8 @@ def test_tag_docs_gathers_sentences_like_the_component(tagger_model):
     for doc in (nlp(TEXT), nlp.make_doc(TEXT)):  # with and without sentence boundaries
         (spans,) = tagger_model.tag_docs([doc])
         component(doc)
-        assert spans == ents(doc) and spans
+        assert [s[:3] for s in spans] == ents(doc) and spans
+        assert [s[3] for s in spans] == [e._.tagger_confidence for e in doc.ents]
 
 
 def test_ents_mode_overwrite_and_fill(trained_model, nlp):
@@ -186,10 +187,31 @@ def test_ents_mode_overwrite_and_fill(trained_model, nlp):
     assert found["fill"] == [(7, 13, "CUSTOM"), (22, 27, "LOC"), (31, 37, "DAY")]
 
 
+def test_min_confidence_leaves_out_the_less_sure_entities(trained_model, nlp, tmp_path):
+    doc = nlp(TEXT)
+    sure = sorted(e._.tagger_confidence for e in doc.ents)
+    assert len(sure) > 2 and sure[0] < sure[-1]
+    cut = (sure[0] + sure[1]) / 2
+    strict = spacy.blank("en")
+    strict.add_pipe("sentencizer")
+    strict.add_pipe("tagger_ner", config={"model": str(trained_model), "min_confidence": cut})
+    kept = strict(TEXT)
+    want = [e for e in doc.ents if e._.tagger_confidence > cut]
+    assert ents(kept) == [(e.start_char, e.end_char, e.label_) for e in want]
+    dropped = [e for e in doc.ents if e._.tagger_confidence < cut]
+    assert dropped and all(t.ent_iob_ == "O" for e in dropped for t in kept[e.start : e.end])
+    strict.to_disk(tmp_path / "strict")  # the threshold is part of the pipeline's config
+    assert ents(spacy.load(tmp_path / "strict")(TEXT)) == ents(kept)
+
+
 def test_bad_configs_raise_tagger_error(tmp_path):
     nlp = spacy.blank("en")
     with pytest.raises(TaggerError, match="ents_mode"):
         nlp.add_pipe("tagger_ner", config={"ents_mode": "merge"})
+    with pytest.raises(
+        TaggerError, match="^tagger_ner: min_confidence must be between 0 and 1, not 1.5$"
+    ):
+        nlp.add_pipe("tagger_ner", config={"min_confidence": 1.5})
     nlp.add_pipe("tagger_ner", config={"model": str(tmp_path / "missing")})
     with pytest.raises(TaggerError, match="missing: no such model folder"):
         nlp("Paris")
