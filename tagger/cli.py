@@ -161,6 +161,12 @@ DataOpt = Annotated[
         "or a training file. Default: the bundled corpus.",
     ),
 ]
+ModelDataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data", help="Data source (as for train). Default: what the model was trained on."
+    ),
+]
 DevOpt = Annotated[Path | None, typer.Option(help=f"{HELP['dev'].capitalize()}.")]
 TestOpt = Annotated[Path | None, typer.Option(help=f"{HELP['test'].capitalize()}.")]
 RevisionOpt = Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")]
@@ -329,12 +335,7 @@ train = app.command()(user_errors(train_command()))
 @user_errors
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model folder.")],
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data", help="Data source (as for train). Default: what the model was trained on."
-        ),
-    ] = None,
+    data: ModelDataOpt = None,
     split: Annotated[str, typer.Option(help="Split to score: train, validation or test.")] = "test",
     dev: DevOpt = None,
     test: TestOpt = None,
@@ -618,12 +619,7 @@ def report_command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="HTML file to write (- for standard output).")
     ] = Path("report.html"),
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data", help="Data source (as for train). Default: what the model was trained on."
-        ),
-    ] = None,
+    data: ModelDataOpt = None,
     split: Annotated[str, typer.Option(help="Split to report on.")] = "test",
     dev: DevOpt = None,
     test: TestOpt = None,
@@ -736,17 +732,11 @@ def data_report(
         dev_fraction=dev_fraction,
         test_fraction=test_fraction,
         seed=seed,
-    ).validate("options")
-    corpus = read_source(
-        source,
-        dev=dev,
-        test=test,
+        dev=None if dev is None else str(dev),
+        test=None if test is None else str(test),
         revision=revision,
-        dev_fraction=dev_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        **options.reading(),
-    )
+    ).validate("options")
+    corpus = read_source(source, **options.source_options())
     rep = report(corpus)
     if as_json:
         typer.echo(json.dumps(rep, indent=2))

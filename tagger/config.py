@@ -254,6 +254,13 @@ class TrainConfig:
         """The options ``read_source`` reads this config's data with (``READING``)."""
         return {key: getattr(self, key) for key in READING}
 
+    def source_options(self) -> dict:
+        """Every ``read_source`` option but the source: ``reading`` and the splits
+        (``dev``, ``test``, ``revision``, the fractions and the seed that carves them),
+        so that evaluation reads a model's data exactly as its training did."""
+        splits = ("dev", "test", "revision", "dev_fraction", "test_fraction", "seed")
+        return {**self.reading(), **{key: getattr(self, key) for key in splits}}
+
     def to_dict(self) -> dict:
         return asdict(self)
 

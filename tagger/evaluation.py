@@ -224,14 +224,6 @@ def training_source(config, data=None, **load_options) -> tuple:
     }
     if data is None:
         data = config.data
-        defaults.update(
-            config.reading(),
-            dev=config.dev,
-            test=config.test,
-            revision=config.revision,
-            dev_fraction=config.dev_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
-        )
+        defaults.update(config.source_options())
     given = {key: value for key, value in load_options.items() if value is not None}
     return data, {**defaults, **given}

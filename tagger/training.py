@@ -95,16 +95,10 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         device = start_distributed(world, device)
     data = load_data(
         config.data,
-        dev=config.dev,
-        test=config.test,
-        revision=config.revision,
         scheme=config.scheme,
         unseen_labels=config.unseen_labels,
-        dev_fraction=config.dev_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
         known_types=continuation.init.entity_types if continuation else (),
-        **config.reading(),
+        **config.source_options(),
     )
     if "validation" not in data:
         raise TaggerError(

@@ -51,14 +51,17 @@ def pytest_configure(config):
     )
 
 
-def make_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """``n`` synthetic IOB2 sentences from the templates above."""
+def make_sentences(
+    n: int, seed: int, templates: list[str] = TEMPLATES, pools: dict | None = None
+) -> list[tuple[list[str], list[str]]]:
+    """``n`` synthetic IOB2 sentences from ``templates`` (``{TYPE}`` slots filled from
+    ``pools``; by default the templates and names above)."""
     rng = random.Random(seed)
-    pools = {"PER": PEOPLE, "LOC": PLACES, "ORG": ORGS}
+    pools = pools or {"PER": PEOPLE, "LOC": PLACES, "ORG": ORGS}
     out = []
     for _ in range(n):
         tokens, tags = [], []
-        for word in rng.choice(TEMPLATES).split():
+        for word in rng.choice(templates).split():
             if word.startswith("{"):
                 etype = word[1:-1]
                 name = rng.choice(pools[etype]).split()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -44,21 +43,7 @@ NEW_TEMPLATES = [
 
 
 def new_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        tokens, tags = [], []
-        for word in rng.choice(NEW_TEMPLATES).split():
-            if word.startswith("{"):
-                etype = word[1:-1]
-                name = rng.choice(NEW_POOLS[etype]).split()
-                tokens += name
-                tags += [f"B-{etype}"] + [f"I-{etype}"] * (len(name) - 1)
-            else:
-                tokens.append(word)
-                tags.append("O")
-        out.append((tokens, tags))
-    return out
+    return make_sentences(n, seed, NEW_TEMPLATES, NEW_POOLS)
 
 
 @pytest.fixture(scope="module")
