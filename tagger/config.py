@@ -164,6 +164,8 @@ class TrainConfig:
     ensemble: int = 1
     device: str = "auto"
     threads: int | None = None
+    # after training
+    calibrate: bool = True
     # output
     output: str = DEFAULT_MODEL_DIR
     overwrite: bool = False
@@ -319,7 +321,8 @@ HELP = {
     "init_from": "continue training this model folder (its architecture; vocab and labels grow)",
     "replay": "with init_from: old training data to mix in, read as the model read its own",
     "replay_fraction": "replayed sentences per epoch, as a fraction of the new training set",
-    "lowercase": "look words up lower-cased (the character encoder keeps the case)",
+    "lowercase": "look words up lower-cased (the character encoder keeps the case); "
+    "false: as written, lower-cased only when that form is unknown",
     "normalize_digits": "map digits to 0 for word lookup",
     "min_freq": "keep training words seen at least this many times",
     "max_vocab": "keep at most this many words, most frequent first",
@@ -353,6 +356,7 @@ HELP = {
     "ensemble": "train this many taggers (seeds seed, seed+1, ...) and average their scores",
     "device": "auto, cpu, cuda or cuda:N (auto = GPU when present)",
     "threads": "torch intra-op threads (unset = one per core)",
+    "calibrate": "fit the confidence temperature on half the dev split after training",
     "output": "model folder to write",
     "overwrite": "replace an existing model folder",
 }

@@ -1,13 +1,16 @@
 """Pretrained word vectors from text files: GloVe, word2vec text and fastText ``.vec``.
 
-Only the vectors of words that the corpus uses are kept (the model stays small), found
-by the vocabulary's normalised form (lower-cased by default); the character encoder
-still sees the original case.
+Only the vectors of words that the corpus uses are kept (the model stays small). A token
+is looked up by its exact form, then lower-cased, then lower-cased with its digits as 0
+(``RULES``), and keeps the first that the file has: "Paris" finds GloVe's "paris",
+"1996" its own row, and only a number the file lacks falls back to the row of its
+digit shape. The character encoder still sees the original token.
 """
 
 from __future__ import annotations
 
 import gzip
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,28 +19,53 @@ import numpy as np
 
 from tagger.data import GZIP_MAGIC, read_error, text_lines
 from tagger.errors import TaggerError
+from tagger.vocab import digits_as_zero
+
+RULES = ("exact", "lower-cased", "digits as 0")
 
 
 @dataclass
 class Vectors:
-    """The vectors kept from a file, by normalised word, and what the file held."""
+    """The vectors kept from a file, by the form the file has, and how tokens found them."""
 
     vectors: dict[str, np.ndarray]
     dim: int
     total: int  # vectors in the file
+    forms: dict[str, str]  # token -> the form its vector is filed under
+    rules: Counter[str]  # distinct tokens found by each of RULES
 
-    def coverage(self, words: Iterable[str]) -> float:
-        """Share of the running words (normalised) that have a vector."""
-        words = list(words)
-        return sum(w in self.vectors for w in words) / max(len(words), 1)
+    def coverage(self, tokens: Iterable[str]) -> float:
+        """Share of the running tokens that have a vector."""
+        tokens = list(tokens)
+        return sum(t in self.forms for t in tokens) / max(len(tokens), 1)
 
 
-def read_vectors(path: str | Path, keep: set[str], normalize) -> Vectors:
-    """Read a vectors file, keeping the first vector of each normalised word in ``keep``.
+def candidates(token: str) -> list[tuple[str, str]]:
+    """``(form, rule)`` in the order a token is looked up in a vectors file."""
+    lower = token.lower()
+    return [(token, RULES[0]), (lower, RULES[1]), (digits_as_zero(lower), RULES[2])]
 
-    Files list frequent words first, so for ``Paris``/``paris`` the more frequent
-    spelling wins. A ``count dim`` header line (word2vec, fastText) is skipped. Gzip
-    files are recognised by their first bytes, whatever the name; the text is UTF-8.
+
+def find_vectors(path: str | Path, tokens: Iterable[str]) -> Vectors:
+    """The vectors of the file ``path`` that ``tokens`` find (``candidates``)."""
+    tokens = set(tokens)
+    found = read_vectors(path, {form for t in tokens for form, _ in candidates(t)})
+    forms: dict[str, str] = {}
+    rules: Counter[str] = Counter()
+    for token in sorted(tokens):
+        hit = next(((f, rule) for f, rule in candidates(token) if f in found.vectors), None)
+        if hit is not None:
+            forms[token] = hit[0]
+            rules[hit[1]] += 1
+    return Vectors(found.vectors, found.dim, found.total, forms, rules)
+
+
+def read_vectors(path: str | Path, keep: set[str]) -> Vectors:
+    """Read a vectors file, keeping the first vector of each word in ``keep`` (as the
+    file spells it; ``forms`` and ``rules`` are left empty).
+
+    A ``count dim`` header line (word2vec, fastText) is skipped. Gzip files are
+    recognised by their first bytes, whatever the name; the text is UTF-8.
     """
     path = Path(path)
     try:
@@ -72,7 +100,7 @@ def read_vectors(path: str | Path, keep: set[str], normalize) -> Vectors:
                     raise TaggerError(f"{path}:{lineno}: {len(fields) - 1} values, expected {dim}")
                 fields = [" ".join(fields[: len(fields) - dim]), *fields[-dim:]]
             total += 1
-            word = normalize(fields[0])
+            word = fields[0]
             if word in keep and word not in vectors:
                 try:
                     with np.errstate(over="ignore"):  # too large for float32: inf, refused below
@@ -86,4 +114,4 @@ def read_vectors(path: str | Path, keep: set[str], normalize) -> Vectors:
                 vectors[word] = vector
     if dim is None:
         raise TaggerError(f"{path}: no vectors found")
-    return Vectors(vectors, dim, total)
+    return Vectors(vectors, dim, total, {}, Counter())

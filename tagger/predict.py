@@ -469,7 +469,8 @@ def decode_all(
             rows = best.cpu().numpy()
             if token_scores:
                 marg = model.decoder.marginals(emissions, batch.mask, temperature)
-                chosen = (marg * reader.same_iob2[best]).sum(2).float().cpu().numpy()
+                chosen = (marg * reader.same_iob2[best]).sum(2).float().clamp(0, 1)  # rounding
+                chosen = chosen.cpu().numpy()
             for row, sent in enumerate(batch.index):
                 ids[sent] = rows[row, : lengths[sent]]
                 if token_scores:

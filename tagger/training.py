@@ -17,6 +17,7 @@ import torch
 
 from tagger import schemes
 from tagger.batching import Encoded, encode
+from tagger.calibration import calibrates_on, calibration_report, format_summary
 from tagger.checkpoint import META as CHECKPOINT_META
 from tagger.checkpoint import (
     checkpoint_dir,
@@ -30,7 +31,7 @@ from tagger.distributed import SINGLE, World, barrier, broadcast
 from tagger.distributed import current as current_world
 from tagger.distributed import start as start_distributed
 from tagger.distributed import stop as stop_distributed
-from tagger.embeddings import Vectors, read_vectors
+from tagger.embeddings import RULES, Vectors, find_vectors
 from tagger.errors import TaggerError
 from tagger.evaluation import format_report, score
 from tagger.io import (
@@ -121,7 +122,7 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
             max_size=config.max_vocab,
             lowercase=config.lowercase,
             normalize_digits=config.normalize_digits,
-            extra_words=vectors.vectors if vectors else (),
+            vector_forms=vectors.forms if vectors else None,
         )
     if world.distributed:
         vocab = Vocab.from_dict(broadcast(vocab.to_dict() if vocab else None, world))
@@ -368,6 +369,17 @@ def save_final(
         "parameters": sum(p.numel() for p in model.parameters()),
         **{k: v for k, v in history.items() if k != "best_epoch"},
     }
+    temperature = 1.0
+    calibrating = config.calibrate and calibrates_on(setup.data["validation"]["tokens"])
+    if calibrating:
+        temperature, metrics["calibration"] = calibration_report(
+            scorer,
+            {
+                split: (list(setup.data[split]["tokens"]), setup.gold[split])
+                for split in ("validation", "test")
+                if split in setup.data
+            },
+        )
     if setup.init_from is not None:
         metrics["init_from"] = setup.init_from
     if setup.replay is not None:
@@ -381,11 +393,15 @@ def save_final(
         plot = {}
         if metrics["epochs"]:
             plot = _training_plot(metrics, f"{output.name}: {config.cell}, {config.decoder}")
-        files = ModelFiles(config, setup.vocab, model.state_dict(), metrics, data_info)
+        files = ModelFiles(config, setup.vocab, model.state_dict(), metrics, data_info, temperature)
         save_model(output, files, overwrite=replace_old, extras=plot)
     barrier(world)  # the other ranks go on once the model is on disk
     for split, scores in final.items():
         say(f"\n{split} ({heading}):\n{format_report(scores)}")
+    if calibrating:
+        say(f"\n{format_summary(metrics['calibration'])}")
+    elif config.calibrate:
+        say("\nnot calibrated: the validation split has fewer than 2 non-empty sentences")
     say(f"\nmodel saved to {output}")
 
 
@@ -531,20 +547,17 @@ def _check_free(output: Path, saved_to: Path, overwrite: bool, resuming: bool) -
 
 
 def _read_embeddings(config: TrainConfig, data, say) -> Vectors:
-    """Vectors for the words of every split (no labels used), with a coverage line."""
-    probe = Vocab([], [], [], config.lowercase, config.normalize_digits)
-    running = {
-        split: [probe.normalize(t) for toks in ds["tokens"] for t in toks]
-        for split, ds in data.items()
-    }
-    keep = {w for words in running.values() for w in words}
-    vectors = read_vectors(config.embeddings, keep, probe.normalize)
+    """Vectors for the words of every split (no labels used), with a coverage line that
+    says how many distinct words each lookup rule found."""
+    running = {split: [t for toks in ds["tokens"] for t in toks] for split, ds in data.items()}
+    vectors = find_vectors(config.embeddings, (t for words in running.values() for t in words))
     cover = ", ".join(
-        f"{split} coverage {100 * vectors.coverage(words):.1f}%" for split, words in running.items()
+        f"{split} {100 * vectors.coverage(words):.1f}%" for split, words in running.items()
     )
+    found = ", ".join(f"{vectors.rules[rule]:,} {rule}" for rule in RULES)
     say(
         f"embeddings: {len(vectors.vectors):,} / {vectors.total:,} vectors used "
-        f"(dim {vectors.dim}), {cover}"
+        f"(dim {vectors.dim}); words found: {found}; running words covered: {cover}"
     )
     return vectors
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tagger.config import json_kind, short_repr
@@ -13,16 +13,23 @@ from tagger.schemes import parse_tag
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
-VOCAB_FORMAT = 1
+VOCAB_FORMAT = 2  # 2: words are looked up exact, lower-cased, then normalised
+READABLE_FORMATS = (1, 2)
 _DIGITS = re.compile(r"\d")
 
 
 @dataclass
 class Vocab:
-    """Index of words (normalised form), characters and labels.
+    """Index of words, characters and labels.
 
     ``words[0]``/``chars[0]`` are PAD and ``[1]`` UNK; labels have neither: an unknown
     label is an error, not something to learn.
+
+    Words are kept in their normalised form (lower-cased, digits as 0, as configured),
+    except words with a pretrained vector, which keep the form the vectors file has
+    them under ("1996", not "0000"). A word is therefore looked up by its exact form,
+    then lower-cased, then normalised (``exact_first``; vocabularies of format 1 knew
+    only the normalised form and are read as such).
     """
 
     words: list[str]
@@ -30,6 +37,7 @@ class Vocab:
     labels: list[str]
     lowercase: bool = True
     normalize_digits: bool = True
+    exact_first: bool = True
 
     def __post_init__(self) -> None:
         self._word_index = {w: i for i, w in enumerate(self.words)}
@@ -47,23 +55,25 @@ class Vocab:
         lowercase: bool = True,
         normalize_digits: bool = True,
         char_min_freq: int = 1,
-        extra_words: Iterable[str] = (),
+        vector_forms: Mapping[str, str] | None = None,
     ) -> Vocab:
         """Count the (training) sentences; keep words seen ``min_freq`` times, most
         frequent first, at most ``max_size`` of them (PAD/UNK not counted).
 
-        ``extra_words`` (e.g. words with a pretrained vector) are added whatever their
-        count, after the counted ones.
+        ``vector_forms`` maps a token to the form its pretrained vector is filed under
+        (``Vectors.forms``): such tokens are counted under that form instead of the
+        normalised one, and every such form is kept whatever its count, after the
+        counted ones (also those of dev/test words, so that they keep their vector).
         """
+        forms = vector_forms or {}
         probe = cls([PAD, UNK], [PAD, UNK], list(labels), lowercase, normalize_digits)
-        kept, chars = probe._counted(sentences, min_freq, char_min_freq)
+        kept, chars = probe._counted(sentences, min_freq, char_min_freq, forms)
         kept = kept[:max_size]
         seen = set(kept)
-        for word in extra_words:
-            word = probe.normalize(word)
-            if word not in seen:
-                seen.add(word)
-                kept.append(word)
+        for form in dict.fromkeys(forms.values()):
+            if form not in seen:
+                seen.add(form)
+                kept.append(form)
         return cls([PAD, UNK, *kept], [PAD, UNK, *chars], list(labels), lowercase, normalize_digits)
 
     def grow(
@@ -93,17 +103,23 @@ class Vocab:
             list(labels),
             self.lowercase,
             self.normalize_digits,
+            self.exact_first,
         )
 
     def _counted(
-        self, sentences: Iterable[Sequence[str]], min_freq: int, char_min_freq: int
+        self,
+        sentences: Iterable[Sequence[str]],
+        min_freq: int,
+        char_min_freq: int,
+        forms: Mapping[str, str] | None = None,
     ) -> tuple[list[str], list[str]]:
-        """The (normalised) words seen ``min_freq`` times and the characters seen
-        ``char_min_freq`` times in ``sentences``, most frequent first."""
+        """The words (normalised, or as ``forms`` files them) seen ``min_freq`` times and
+        the characters seen ``char_min_freq`` times in ``sentences``, most frequent first."""
+        forms = forms or {}
         word_counts: Counter[str] = Counter()
         char_counts: Counter[str] = Counter()
         for tokens in sentences:
-            word_counts.update(self.normalize(t) for t in tokens)
+            word_counts.update(forms.get(t) or self.normalize(t) for t in tokens)
             for t in tokens:
                 char_counts.update(t)
         words = [w for w, n in _ranked(word_counts) if n >= min_freq]
@@ -114,10 +130,18 @@ class Vocab:
         if self.lowercase:
             word = word.lower()
         if self.normalize_digits:
-            word = _DIGITS.sub("0", word)
+            word = digits_as_zero(word)
         return word
 
     def word_id(self, word: str) -> int:
+        """The id of the first of the word's forms the vocabulary has: exact,
+        lower-cased, normalised (``exact_first``), or of the normalised form only."""
+        if self.exact_first:
+            found = self._word_index.get(word)
+            if found is None:
+                found = self._word_index.get(word.lower())
+            if found is not None:
+                return found
         return self._word_index.get(self.normalize(word), UNK_ID)
 
     def char_ids(self, word: str) -> list[int]:
@@ -133,7 +157,7 @@ class Vocab:
 
     def to_dict(self) -> dict:
         return {
-            "format_version": VOCAB_FORMAT,
+            "format_version": VOCAB_FORMAT if self.exact_first else 1,
             "lowercase": self.lowercase,
             "normalize_digits": self.normalize_digits,
             "labels": self.labels,
@@ -149,10 +173,10 @@ class Vocab:
         if not isinstance(data, dict):
             raise TaggerError(f"{at}vocabulary must be a JSON object, not {json_kind(data)}")
         version = data.get("format_version")
-        if version != VOCAB_FORMAT or isinstance(version, bool):
+        if version not in READABLE_FORMATS or isinstance(version, bool):
             raise TaggerError(
                 f"{at}vocabulary format version {short_repr(version)} is not supported "
-                f"(this tagger reads version {VOCAB_FORMAT})"
+                f"(this tagger reads versions {', '.join(map(str, READABLE_FORMATS))})"
             )
         for key in ("words", "chars", "labels", "lowercase", "normalize_digits"):
             if key not in data:
@@ -172,6 +196,7 @@ class Vocab:
             list(data["labels"]),
             data["lowercase"],
             data["normalize_digits"],
+            exact_first=version >= 2,
         )
         if vocab.words[:2] != [PAD, UNK] or vocab.chars[:2] != [PAD, UNK]:
             raise TaggerError(f"{at}vocabulary does not start with the PAD and UNK entries")
@@ -195,6 +220,11 @@ class Vocab:
                     "(O, or B-, I-, E- or S- followed by a type)"
                 ) from None
         return vocab
+
+
+def digits_as_zero(word: str) -> str:
+    """``word`` with every digit written as 0: "1996" and "2008" are both "0000"."""
+    return _DIGITS.sub("0", word)
 
 
 def _ranked(counts: Counter[str]) -> list[tuple[str, int]]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from tagger.calibration import calibrate, fit_temperature, log_loss
+from tagger.calibration import DecodedSplit, calibrate, fit_temperature
 from tagger.cli import app
 from tagger.crf import CRF
 from tagger.errors import TaggerError
@@ -48,35 +50,91 @@ def test_temperature_divides_every_score(t):
     assert torch.equal(other.decode(emissions / t, mask), best)
 
 
-def test_log_loss():
-    assert log_loss([(1.0, True), (0.0, False)]) == pytest.approx(0.0, abs=1e-5)
-    assert log_loss([(0.5, True), (0.5, False)]) == pytest.approx(0.6931, abs=1e-4)
-    assert log_loss([]) == 0.0
-
-
-def test_fit_prefers_the_temperature_that_fits(tagger_model, tiny_corpus):
+def test_a_decoded_split_reads_what_predict_reads(tagger_model, tiny_corpus):
+    from tagger import schemes
     from tagger.data import decoded_tags, load_data
 
     dev = load_data(tiny_corpus)["validation"]
-    tokens, gold = list(dev["tokens"]), decoded_tags(dev)
+    tokens, gold = list(dev["tokens"]), [schemes.to_iob2(t) for t in decoded_tags(dev)]
+    split = DecodedSplit.of(tagger_model, tokens, gold, batch_size=4)
+    decoder = tagger_model.model.decoder
+    for t in (0.5, 2.0):
+        saved, tagger_model.temperature = tagger_model.temperature, t
+        try:
+            expected = tagger_model.tag(tokens).entities
+        finally:
+            tagger_model.temperature = saved
+        got = split.entities(decoder, t)
+        assert [[e[:3] for e in s] for s in got] == [[e[:3] for e in s] for s in expected]
+        scores = [p for s in got for *_, p in s]
+        assert scores == pytest.approx([p for s in expected for *_, p in s], abs=1e-6)
+    truth = [set(schemes.spans(tags)) for tags in gold]
+    right = [(s, e, label) in truth[i] for i, ents in enumerate(got) for s, e, label, _ in ents]
+    assert split.correct.tolist() == right
+
+
+def test_log_loss_is_the_binary_log_loss(tagger_model, tiny_corpus):
+    from tagger import schemes
+    from tagger.data import decoded_tags, load_data
+
+    dev = load_data(tiny_corpus)["validation"]
+    tokens, gold = list(dev["tokens"]), [schemes.to_iob2(t) for t in decoded_tags(dev)]
+    split = DecodedSplit.of(tagger_model, tokens, gold)
+    decoder = tagger_model.model.decoder
+    scores = [p for s in split.entities(decoder, 1.0) for *_, p in s]
+    clipped = [min(max(p, 1e-6), 1 - 1e-6) for p in scores]
+    expected = -sum(
+        math.log(p if ok else 1 - p) for p, ok in zip(clipped, split.correct.tolist())
+    ) / len(scores)
+    assert split.log_loss(decoder, 1.0) == pytest.approx(expected, rel=1e-4)
+
+
+def test_fit_prefers_the_temperature_that_fits(tagger_model, tiny_corpus):
+    from tagger import schemes
+    from tagger.data import decoded_tags, load_data
+
+    dev = load_data(tiny_corpus)["validation"]
+    tokens, gold = list(dev["tokens"]), [schemes.to_iob2(t) for t in decoded_tags(dev)]
     t = fit_temperature(tagger_model, tokens, gold)
     assert 0.25 <= t <= 8.0
-    # All entities of the tiny model are right on dev: the sharper the better.
-    all_right = all(ok for ok in _outcomes(tagger_model, tokens, gold))
-    assert not all_right or t == pytest.approx(0.25)
+    split = DecodedSplit.of(tagger_model, tokens, gold)
+    if split.correct.all():  # every entity right: the sharper the better
+        assert t == pytest.approx(0.25)
+    else:
+        decoder = tagger_model.model.decoder
+        loss = split.log_loss(decoder, t)
+        assert loss <= min(split.log_loss(decoder, x) for x in (0.3, 1.0, 3.0, 7.0))
 
 
-def _outcomes(tagger, tokens, gold):
-    from tagger.calibration import entity_outcomes
+def test_training_calibrates_and_calibrate_refits_the_same(trained_model, tmp_path):
+    trained = Tagger.load(trained_model)
+    fitted = trained.metrics["calibration"]
+    assert trained.temperature == fitted["temperature"]
+    assert set(fitted) >= {"fitted_on", "validation (other half)", "test"}
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model, folder)
+    assert calibrate(folder)["temperature"] == pytest.approx(trained.temperature)
 
-    return [ok for _, ok in entity_outcomes(tagger, tokens, gold, 1.0)[0]]
+
+def test_calibrate_false_leaves_the_scores_raw(tiny_corpus, tmp_path):
+    from conftest import tiny_config
+
+    from tagger.training import train
+
+    config = tiny_config(data=str(tiny_corpus), output=str(tmp_path / "m"), max_epochs=2)
+    folder = train(replace(config, calibrate=False), progress=False)
+    model = Tagger.load(folder)
+    assert model.temperature == 1.0
+    assert "calibration" not in model.metrics
 
 
 def test_calibrate_records_the_temperature_and_keeps_the_tags(trained_model, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(trained_model, folder)
+    header = json.loads((folder / "config.json").read_text())
+    header["calibration_temperature"] = 1.0  # as a model trained with calibrate = false
+    (folder / "config.json").write_text(json.dumps(header))
     before = Tagger.load(folder)
-    assert before.temperature == 1.0
     report = calibrate(folder)
     after = Tagger.load(folder)
     assert after.temperature == report["temperature"] != 1.0

@@ -155,7 +155,10 @@ def test_ensemble_entity_scores_are_those_of_the_averaged_crf(ensemble_dir):
         best = averaged.decode(emissions, batch.mask)
         for row, sent in enumerate(batch.index):
             spans = torch.tensor([[row, s["start"], s["end"]] for s in found[sent]]).reshape(-1, 3)
-            probs = averaged.span_log_probs(emissions, batch.mask, best, spans).exp()
+            log_p = averaged.span_log_probs(
+                emissions, batch.mask, best, spans, temperature=tagger.temperature
+            )
+            probs = log_p.exp()
             assert [s["score"] for s in found[sent]] == pytest.approx(probs.tolist(), abs=1e-4)
 
 

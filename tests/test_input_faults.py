@@ -400,21 +400,21 @@ def test_vectors_non_finite(tmp_path):
     for value in ("nan", "inf", "-inf", "NaN", "1e39"):  # 1e39 overflows float32
         path.write_text(f"a 1 2\nb 0.5 {value}\n", encoding="utf-8")
         with pytest.raises(TaggerError) as err:
-            read_vectors(path, {"a", "b"}, lower)
+            read_vectors(path, {"a", "b"})
         assert str(err.value) == f"{path}:2: non-finite value in the vector of 'b'"
     path.write_text("a 1 2\nB 0.5 nan\n", encoding="utf-8")
     with pytest.raises(TaggerError, match=r":2: non-finite value in the vector of 'B'$"):
-        read_vectors(path, {"b"}, lower)
+        read_vectors(path, {"B"})
 
 
 def test_vectors_gzip_by_magic_not_by_name(tmp_path):
     path = tmp_path / "vectors.txt"  # gzip data without a .gz suffix
     path.write_bytes(gzip.compress(b"2 2\nberlin 0.5 -0.5\noslo 1.5 2.5\n"))
-    vec = read_vectors(path, {"oslo"}, lower)
+    vec = read_vectors(path, {"oslo"})
     assert vec.total == 2 and vec.vectors["oslo"].tolist() == [1.5, 2.5]
     plain = tmp_path / "plain.vec.gz"  # a .gz suffix on plain text
     plain.write_text("oslo 1 2\n", encoding="utf-8")
-    assert read_vectors(plain, {"oslo"}, lower).vectors["oslo"].tolist() == [1, 2]
+    assert read_vectors(plain, {"oslo"}).vectors["oslo"].tolist() == [1, 2]
 
 
 def test_vectors_truncated_and_damaged_gzip(tmp_path):
@@ -422,11 +422,11 @@ def test_vectors_truncated_and_damaged_gzip(tmp_path):
     path = tmp_path / "vec.gz"
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(TaggerError) as err:
-        read_vectors(path, {"w1"}, lower)
+        read_vectors(path, {"w1"})
     assert str(err.value) == f"{path}: the compressed data ends early (is the file truncated?)"
     path.write_bytes(whole[:12] + b"\xff" * 40 + whole[52:])
     with pytest.raises(TaggerError, match=rf"^{path}: the compressed data is damaged \("):
-        read_vectors(path, {"w1"}, lower)
+        read_vectors(path, {"w1"})
 
 
 @pytest.mark.parametrize(
@@ -457,17 +457,17 @@ def test_vectors_encodings(tmp_path, raw, message):
     for path in (tmp_path / "vec.txt", tmp_path / "vec.txt.gz"):
         path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
         with pytest.raises(TaggerError) as err:
-            read_vectors(path, {"a", "b"}, lower)
+            read_vectors(path, {"a", "b"})
         assert str(err.value) == f"{path}{message}"
 
 
 def test_vectors_folder_and_bom(tmp_path):
     with pytest.raises(TaggerError) as err:
-        read_vectors(tmp_path, {"a"}, lower)
+        read_vectors(tmp_path, {"a"})
     assert str(err.value) == f"{tmp_path}: is a folder, expected a vectors file"
     path = tmp_path / "vec.txt"
     path.write_bytes(b"\xef\xbb\xbf1 2\na 1 2\r\n")  # UTF-8 BOM before the header, CRLF
-    vec = read_vectors(path, {"a"}, lower)
+    vec = read_vectors(path, {"a"})
     assert vec.total == 1 and vec.vectors["a"].tolist() == [1, 2]
 
 
@@ -670,7 +670,7 @@ def test_permission_denied_embeddings_and_predict_input(as_nobody, open_tmp):
         "from tagger.errors import TaggerError\n"
         "from tagger.embeddings import read_vectors\n"
         "from tagger.predict import read_lines\n"
-        "for read in (lambda: read_vectors(sys.argv[1], set(), str.lower),\n"
+        "for read in (lambda: read_vectors(sys.argv[1], set()),\n"
         "             lambda: list(read_lines(sys.argv[1]))):\n"
         "    try:\n"
         "        read()\n"

@@ -127,7 +127,7 @@ def test_json_of_the_wrong_type(model, name, value):
         assert message == f"{model / name} is incomplete: no format_version"
     elif name == "vocab.json" and value == {}:
         assert message == f"{model / name}: vocabulary format version None is not supported " + (
-            "(this tagger reads version 1)"
+            "(this tagger reads versions 1, 2)"
         )
     else:
         assert message.startswith(f"{model / name}: ")
@@ -304,7 +304,7 @@ def test_labels_edited_in_vocab_json(model):
         ("normalize_digits", "yes", "vocabulary normalize_digits must be true or false, not 'yes'"),
         ("words", ["<unk>", "<pad>"], "vocabulary does not start with the PAD and UNK entries"),
         ("words", ["<pad>", "<unk>", "a", "a"], "vocabulary words has 'a' twice"),
-        ("format_version", 2, "vocabulary format version 2 is not supported"),
+        ("format_version", 3, "vocabulary format version 3 is not supported"),
     ],
 )
 def test_vocab_values(model, key, value, message):

@@ -87,6 +87,7 @@ def test_early_stopping(tmp_path):
     assert len(metrics["epochs"]) == 3 < 6
     assert metrics["best_epoch"] == 1
     assert all(e["dev_f1"] == 0.0 for e in metrics["epochs"])
+    assert "calibration" not in metrics  # one dev sentence: nothing to fit and measure on
 
 
 def test_missing_validation_split(tmp_path):

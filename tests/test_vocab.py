@@ -47,9 +47,10 @@ def test_min_freq_and_max_size():
 def test_case_and_digits_kept_when_asked():
     vocab = Vocab.build(SENTENCES, LABELS, lowercase=False, normalize_digits=False)
     assert "The" in vocab.words and "the" in vocab.words and "1996" in vocab.words
-    assert vocab.word_id("THE") == UNK_ID
-    assert vocab.word_id("1789") == UNK_ID
     assert vocab.word_id("The") != vocab.word_id("the")
+    assert vocab.word_id("THE") == vocab.word_id("the")  # an unknown casing backs off
+    assert vocab.word_id("CAT") == vocab.word_id("cat") != vocab.word_id("Cat")
+    assert vocab.word_id("1789") == vocab.word_id("ZEBRA") == UNK_ID
 
 
 def test_unknown_word_and_char_map_to_unk():
@@ -68,10 +69,23 @@ def test_chars_are_case_sensitive_and_counted_on_raw_tokens():
     assert vocab.chars == [PAD, UNK, "a"]
 
 
-def test_extra_words_added_after_counted_ones():
-    vocab = Vocab.build(SENTENCES, LABELS, min_freq=2, extra_words=["Zebra", "the", "42"])
-    assert vocab.words[-2:] == ["zebra", "00"]
+def test_vector_forms_counted_under_their_form_and_always_kept():
+    forms = {"Zebra": "Zebra", "the": "the", "42": "42", "dog": "dog"}
+    vocab = Vocab.build(SENTENCES, LABELS, min_freq=2, vector_forms=forms)
+    assert vocab.words[-3:] == ["Zebra", "42", "dog"]
     assert vocab.words.count("the") == 1
+    assert vocab.word_id("Zebra") != vocab.word_id("zebra") == UNK_ID
+    assert vocab.word_id("42") != vocab.word_id("17")
+
+
+def test_format_1_looks_up_the_normalised_form_only():
+    vocab = Vocab([PAD, UNK, "paris", "Paris"], [PAD, UNK], LABELS, lowercase=False)
+    assert vocab.word_id("PARIS") == 2  # lower-cased when the exact form is unknown
+    data = vocab.to_dict()
+    data["format_version"] = 1
+    old = Vocab.from_dict(data)
+    assert not old.exact_first and old.word_id("PARIS") == UNK_ID
+    assert old.to_dict()["format_version"] == 1
 
 
 def test_label_ids_and_unknown_label():
@@ -94,16 +108,16 @@ def test_json_round_trip():
     for word in ["The", "the", "1789", "zebra"]:
         assert restored.word_id(word) == vocab.word_id(word)
     assert restored.char_ids("Cat!") == vocab.char_ids("Cat!")
-    assert vocab.to_dict()["format_version"] == 1
+    assert vocab.to_dict()["format_version"] == 2
 
 
 def test_wrong_format_version():
     data = Vocab.build(SENTENCES, LABELS).to_dict()
-    data["format_version"] = 2
+    data["format_version"] = 3
     with pytest.raises(TaggerError) as err:
         Vocab.from_dict(data)
     assert str(err.value) == (
-        "vocabulary format version 2 is not supported (this tagger reads version 1)"
+        "vocabulary format version 3 is not supported (this tagger reads versions 1, 2)"
     )
     del data["format_version"]
     with pytest.raises(TaggerError, match="format version None"):
