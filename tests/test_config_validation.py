@@ -30,8 +30,8 @@ def error(data: dict) -> str:
 def test_every_field_is_checked_somewhere():
     from tagger.config import CHOICES
 
-    bools = {"lowercase", "normalize_digits", "bidirectional", "freeze_embeddings", "overwrite"}
-    bools.add("calibrate")
+    bools = {"lowercase", "normalize_digits", "bidirectional", "freeze_embeddings"}
+    bools |= {"calibrate", "overwrite"}
     other = {"device", "lang", "encoding", "map_labels", "replay_fraction"}
     checked = set(CHOICES) | set(INT_RANGES) | set(FLOATS) | set(PATHS) | bools | other
     assert checked == set(FIELDS)
