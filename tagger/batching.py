@@ -74,6 +74,11 @@ class Encoded:
     # (K, K) bool over the K labels: row k, the labels a token tagged k in a partial
     # sentence may really have (k itself and, for O, the labels of unannotated types)
     relaxed: np.ndarray | None = None
+    # Distillation (``tagger.distill``): each token's label distribution from the teacher,
+    # (n_tokens, K) float32, and which sentences have no gold tags (unlabeled text,
+    # whose tag_ids are placeholders), (n_sentences,) bool. Both None otherwise.
+    soft: np.ndarray | None = None
+    unlabeled: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -99,6 +104,8 @@ class Batch:
     # annotated sentences (its fully annotated ones allow their tag only; padding none);
     # None otherwise, and the loss is the ordinary one
     allowed: torch.Tensor | None = None
+    soft: torch.Tensor | None = None  # (B, T, K) the teacher's distributions; 0 at padding
+    labeled: torch.Tensor | None = None  # (B,) bool: the sentence has gold tags
 
     def to(self, device: torch.device) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
@@ -112,6 +119,8 @@ class Batch:
             move(self.tags),
             self.index,
             move(self.allowed),
+            move(self.soft),
+            move(self.labeled),
         )
 
 
@@ -168,6 +177,10 @@ def make_batch(enc: Encoded, index: np.ndarray) -> Batch:
         tags = torch.from_numpy(tag_ids)
         if enc.partial is not None and enc.partial[index].any():
             allowed = torch.from_numpy(_allowed(enc, enc.partial[index], tag_ids, mask))
+    soft, labeled = None, None
+    if enc.soft is not None:
+        soft = torch.from_numpy(np.where(mask[:, :, None], enc.soft[flat], 0.0).astype(np.float32))
+        labeled = torch.from_numpy(~enc.unlabeled[index])
     return Batch(
         word_ids=torch.from_numpy(word_ids),
         casing_ids=torch.from_numpy(casing_ids),
@@ -178,6 +191,8 @@ def make_batch(enc: Encoded, index: np.ndarray) -> Batch:
         tags=tags,
         index=index,
         allowed=allowed,
+        soft=soft,
+        labeled=labeled,
     )
 
 

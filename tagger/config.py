@@ -68,7 +68,19 @@ UNIT_FLOATS = (  # in [0, 1)
     "test_fraction",
 )
 NON_NEGATIVE_FLOATS = ("unk_replace", "lr_decay", "weight_decay", "clip")
-PATHS = ("data", "dev", "test", "revision", "embeddings", "output", "init_from", "replay")
+PATHS = (
+    "data",
+    "dev",
+    "test",
+    "revision",
+    "embeddings",
+    "output",
+    "init_from",
+    "replay",
+    "teacher",
+    "unlabeled",
+)
+DISTILL_TEMPERATURES = (0.05, 20.0)  # the distillation temperatures a config may ask for
 # How a source is read (``tagger.data.read_source``'s options): what evaluate, convert and
 # --replay reuse to read other data as a model's own was read.
 READING = ("tag_column", "encoding", "lang", "data_format", "misaligned", "map_labels")
@@ -127,6 +139,11 @@ class TrainConfig:
     init_from: str | None = None
     replay: str | None = None
     replay_fraction: float = 0.5
+    # distillation
+    teacher: str | None = None
+    unlabeled: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
     # vocabulary
     lowercase: bool = True
     normalize_digits: bool = True
@@ -245,6 +262,19 @@ class TrainConfig:
                 raise TaggerError(f"{where}: {key} must not contain a NUL character")
         if self.replay is not None and self.init_from is None:
             raise TaggerError(f"{where}: replay needs init_from (the model whose data it is)")
+        if not 0.0 <= self.distill_weight <= 1.0:  # false for nan too
+            value = short_repr(self.distill_weight)
+            raise TaggerError(f"{where}: distill_weight must be from 0 to 1, not {value}")
+        low, high = DISTILL_TEMPERATURES
+        if not low <= self.distill_temperature <= high:
+            raise TaggerError(
+                f"{where}: distill_temperature must be from {low} to {high}, "
+                f"not {short_repr(self.distill_temperature)}"
+            )
+        if self.unlabeled is not None and self.teacher is None:
+            raise TaggerError(f"{where}: unlabeled needs teacher (the model that tags it)")
+        if self.teacher is not None and self.replay is not None:
+            raise TaggerError(f"{where}: teacher and replay cannot be combined; choose one")
         return self
 
     @property
@@ -321,6 +351,10 @@ HELP = {
     "init_from": "continue training this model folder (its architecture; vocab and labels grow)",
     "replay": "with init_from: old training data to mix in, read as the model read its own",
     "replay_fraction": "replayed sentences per epoch, as a fraction of the new training set",
+    "teacher": "distil this model folder (a model or an ensemble) into the one trained",
+    "unlabeled": "with teacher: raw text the teacher tags for the student (never dev/test)",
+    "distill_weight": "with teacher: weight of the divergence from the teacher (gold: 1 - it)",
+    "distill_temperature": "with teacher: temperature of both label distributions",
     "lowercase": "look words up lower-cased (the character encoder keeps the case); "
     "false: as written, lower-cased only when that form is unknown",
     "normalize_digits": "map digits to 0 for word lookup",

@@ -338,6 +338,21 @@ class CRF(nn.Module):
         log_marg = alphas + betas - log_z[:, None, None]
         return log_marg.exp() * mask.unsqueeze(2)
 
+    def log_marginals(
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """log p(tag_t = k | emissions) at ``temperature``, differentiable: the plain
+        log-sum-exp steps that training uses, so a student can be trained to match a
+        teacher's marginals (``tagger.distill``). emissions (batch, seq_len, num_tags)
+        and mask (batch, seq_len) -> (batch, seq_len, num_tags); 0 at padding."""
+        self._validate(emissions, mask)
+        emissions = emissions / temperature
+        _, _, end = self._scores(temperature=temperature)
+        alphas = torch.stack(self._alphas(emissions, mask, False, temperature), 1)
+        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
+        betas = self._betas(emissions, mask, False, temperature)
+        return (alphas + betas - log_z[:, None, None]) * mask.unsqueeze(2)
+
     def _forward_backward(
         self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

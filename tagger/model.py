@@ -244,13 +244,28 @@ class SoftmaxDecoder(nn.Module):
         at least one per real token), ``tags`` is not used and a token costs
         -log sum_{allowed k} p(k): the probability of its allowed tags as a whole, so
         the model is free to choose among them. One allowed tag is the cross-entropy."""
+        return self.sentence_losses(emissions, tags, mask, allowed).mean()
+
+    def sentence_losses(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``loss`` per sentence, (B,)."""
         if allowed is None:
-            nll = nn.functional.cross_entropy(emissions[mask], tags[mask], reduction="sum")
-            return nll / emissions.size(0)
-        scores = emissions[mask]  # (N, K) the real tokens
-        kept = scores.masked_fill(~allowed[mask], FORBIDDEN)  # finite: clean gradients
-        nll = (scores.logsumexp(1) - kept.logsumexp(1)).sum()
-        return nll / emissions.size(0)
+            allowed = nn.functional.one_hot(tags, emissions.size(2)).bool()
+        kept = emissions.masked_fill(~allowed, FORBIDDEN)  # finite: clean gradients
+        nll = emissions.logsumexp(2) - kept.logsumexp(2)  # (B, T)
+        return (nll * mask).sum(1)
+
+    def token_log_probs(
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """(B, T, K) log p(tag_t = k) of the scores over ``temperature``, differentiable
+        (distillation); 0 at padding."""
+        return (emissions / temperature).log_softmax(2) * mask.unsqueeze(2)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, K) -> (B, T) label ids; 0 at padding."""
@@ -304,9 +319,26 @@ class CRFDecoder(nn.Module):
         tags each token may have, ``tags`` is not used and the likelihood is that of
         every path ``allowed`` leaves (``CRF.partial_log_likelihood``): what partially
         annotated sentences train with."""
+        return self.sentence_losses(emissions, tags, mask, allowed).mean()
+
+    def sentence_losses(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``loss`` per sentence, (B,)."""
         if allowed is None:
-            return -self.crf.log_likelihood(emissions, tags, mask).mean()
-        return -self.crf.partial_log_likelihood(emissions, allowed, mask).mean()
+            return -self.crf.log_likelihood(emissions, tags, mask)
+        return -self.crf.partial_log_likelihood(emissions, allowed, mask)
+
+    def token_log_probs(
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """(B, T, K) log marginals of the scores over ``temperature``, differentiable
+        (distillation); 0 at padding."""
+        return self.crf.log_marginals(emissions, mask, temperature)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.crf.decode(emissions, mask)

@@ -552,6 +552,15 @@ def entity_record(text: str, label: str, start: int, end: int, score: float | No
     return record
 
 
+def text_record(text: str, spans: list[Entity]) -> dict:
+    """The JSON record of a tagged raw text: ``spans`` are ``Tagger.tag_docs``' entities
+    with character offsets into ``text``."""
+    return {
+        "text": text,
+        "entities": [entity_record(text[s:e], label, s, e, p) for s, e, label, p in spans],
+    }
+
+
 def tokens_record(tokens: list[str], tags: list[str], entities: list[Entity] | None = None) -> dict:
     """The JSON record of a tagged token list; entity offsets count tokens. The
     ``entities`` of ``Tagger.tag`` carry their scores; without them they are read from
@@ -619,16 +628,7 @@ def predict_lines(
         if fmt == "jsonl":
             spans = tagger.tag_docs(docs, min_confidence, scores)
             yield "".join(
-                json.dumps(
-                    {
-                        "text": line,
-                        "entities": [
-                            entity_record(line[s:e], label, s, e, p) for s, e, label, p in found
-                        ],
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
+                json.dumps(text_record(line, found), ensure_ascii=False) + "\n"
                 for line, found in zip(chunk, spans)
             )
         else:

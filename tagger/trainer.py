@@ -19,6 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from tagger.checkpoint import Checkpoint, capture, restore, tensors_under
+from tagger.distill import Distilling
 from tagger.distributed import SINGLE, World, gather, rank_batches
 from tagger.errors import TaggerError
 from tagger.evaluation import score
@@ -58,6 +59,9 @@ class EarlyStopping:
         return self.stale >= self.patience
 
 
+TEACHER_PART = " + teacher "  # in a distilling run's fingerprint, before the teacher's
+
+
 class TrainingRun:
     """The state of one model's training, created fresh from a ``Setup`` or restored
     from a checkpoint. What is scored and saved is ``final_model``: the exponential
@@ -78,10 +82,12 @@ class TrainingRun:
         self.scorer = Tagger(self.final_model, config, setup.vocab)
         self.optimizer = optimizer_for(config, model)
         self.net = model  # what computes the loss; DDP syncs the gradients of its module
+        if setup.distilled is not None:
+            self.net = Distilling(model, config.distill_weight, config.distill_temperature)
         if world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.net = DistributedDataParallel(model)
+            self.net = DistributedDataParallel(self.net)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda epoch: 1.0 / (1.0 + config.lr_decay * epoch)
         )
@@ -94,6 +100,11 @@ class TrainingRun:
         self.fingerprint = fingerprint(setup.data["train"]["tokens"], setup.gold["train"])
         if setup.replay is not None:
             self.fingerprint += f" + replay {setup.replay.fingerprint}"
+        if setup.distilled is not None:
+            sha, unlabeled = (
+                setup.distilled[k] for k in ("teacher_weights_sha256", "unlabeled_sentences")
+            )
+            self.fingerprint += f"{TEACHER_PART}{sha} + {unlabeled} unlabeled"
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue from a checkpoint of the same config and data."""

@@ -27,6 +27,7 @@ from tagger.checkpoint import (
 from tagger.config import TrainConfig
 from tagger.continued import Continuation, Replay
 from tagger.data import decoded_tags, load_data, tag_names
+from tagger.distill import Teacher, distillation_split, read_unlabeled
 from tagger.distributed import SINGLE, World, barrier, broadcast
 from tagger.distributed import current as current_world
 from tagger.distributed import start as start_distributed
@@ -49,7 +50,7 @@ from tagger.io import (
 from tagger.model import Ensemble, SequenceTagger
 from tagger.predict import Tagger
 from tagger.runtime import resolve_device, seed_everything, set_threads
-from tagger.trainer import Diverged, TrainingRun
+from tagger.trainer import TEACHER_PART, Diverged, TrainingRun
 from tagger.vocab import Vocab
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class Setup:
     device: torch.device
     init_from: dict | None = None  # continued training: the model it started from
     replay: Replay | None = None  # continued training: old sentences mixed into each epoch
+    distilled: dict | None = None  # distillation: the teacher and the unlabeled text
 
 
 def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Setup:
@@ -139,6 +141,9 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
         train_enc = encoded["train"]
         counts = np.bincount(train_enc.type_words[train_enc.type_ids], minlength=len(vocab.words))
         model.embedder.set_word_counts(torch.from_numpy(counts), config.unk_replace)
+    distilled = None
+    if config.teacher:
+        encoded["train"], distilled = _distillation(config, data, vocab, device, say)
     say(
         f"data: {', '.join(f'{s} {len(ds):,} sentences' for s, ds in data.items())}; "
         f"vocab: {len(vocab.words):,} words, {len(vocab.chars):,} chars, "
@@ -151,7 +156,54 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
     if continuation is not None:
         say(continuation.grown(vocab, replay))
         init_from = continuation.record()
-    return Setup(config, data, vocab, encoded, gold, model.to(device), device, init_from, replay)
+    return Setup(
+        config, data, vocab, encoded, gold, model.to(device), device, init_from, replay, distilled
+    )
+
+
+def _distillation(config: TrainConfig, data, vocab: Vocab, device, say) -> tuple[Encoded, dict]:
+    """The training split with the teacher's distributions (``tagger.distill``), and
+    what the model folder records of the teacher."""
+    teacher = Teacher(config.teacher, vocab.labels, device)
+    unlabeled, left_out = [], 0
+    if config.unlabeled:
+        held_out = {
+            tuple(tokens)
+            for split in ("validation", "test")
+            if split in data
+            for tokens in data[split]["tokens"]
+        }
+        unlabeled, left_out = read_unlabeled(
+            config.unlabeled, config.lang, config.encoding, held_out
+        )
+    train = data["train"]
+    encoded = distillation_split(
+        teacher,
+        vocab,
+        train["tokens"],
+        decoded_tags(train),
+        unlabeled,
+        config.distill_temperature,
+    )
+    record = {
+        "teacher": str(teacher.path),
+        "teacher_weights_sha256": teacher.weights_sha256,
+        "teacher_dev_f1": teacher.tagger.metrics.get("dev_f1"),
+        "teacher_test_f1": teacher.tagger.metrics.get("test_f1"),
+        "unlabeled": config.unlabeled,
+        "unlabeled_sentences": len(unlabeled),
+        "unlabeled_left_out": left_out,
+    }
+    say(
+        f"distilling {teacher.path} (weight {config.distill_weight:g}, temperature "
+        f"{config.distill_temperature:g}) on {len(train):,} training sentences"
+        + (
+            f" and {len(unlabeled):,} unlabeled ones ({left_out:,} also in dev/test left out)"
+            if config.unlabeled
+            else ""
+        )
+    )
+    return encoded, record
 
 
 def dry_run(config: TrainConfig, say=lambda *_: None) -> str:
@@ -242,9 +294,13 @@ def _train_one(config: TrainConfig, ckpt, resume: Path | None, progress: bool) -
         run = TrainingRun(setup, world)
         if ckpt is not None:
             if ckpt.fingerprint != run.fingerprint or ckpt.vocab != setup.vocab:
+                what = f"the training data of {config.data or 'the bundled corpus'}"
+                data_part = lambda f: f.split(TEACHER_PART)[0]  # noqa: E731
+                if data_part(ckpt.fingerprint) == data_part(run.fingerprint):
+                    what = f"the teacher {config.teacher} (or the unlabeled text)"
                 raise TaggerError(
-                    f"the training data of {config.data or 'the bundled corpus'} changed since "
-                    f"the checkpoint {saved_to} was written; start a new run instead"
+                    f"{what} changed since the checkpoint {saved_to} was written; "
+                    "start a new run instead"
                 )
             run.restore(ckpt)
             say(f"resuming from {saved_to} after epoch {ckpt.epoch}")
@@ -384,6 +440,8 @@ def save_final(
         metrics["init_from"] = setup.init_from
     if setup.replay is not None:
         metrics["replay"] = setup.replay.record()
+    if setup.distilled is not None:
+        metrics["distilled"] = setup.distilled
     data_info = {
         "fingerprint": fingerprint(setup.data["train"]["tokens"], setup.gold["train"]),
         "source": config.data or "bundled",

@@ -33,6 +33,7 @@ def test_every_field_is_checked_somewhere():
     bools = {"lowercase", "normalize_digits", "bidirectional", "freeze_embeddings"}
     bools |= {"calibrate", "overwrite"}
     other = {"device", "lang", "encoding", "map_labels", "replay_fraction"}
+    other |= {"distill_weight", "distill_temperature"}
     checked = set(CHOICES) | set(INT_RANGES) | set(FLOATS) | set(PATHS) | bools | other
     assert checked == set(FIELDS)
 
@@ -148,7 +149,8 @@ def test_bad_encodings(encoding):
 
 @pytest.mark.parametrize("key", PATHS)
 def test_paths_not_empty_and_without_nul(key):
-    values = {key: "some/where"} | ({"init_from": "model"} if key == "replay" else {})
+    needs = {"replay": {"init_from": "model"}, "unlabeled": {"teacher": "model"}}
+    values = {key: "some/where"} | needs.get(key, {})
     assert getattr(TrainConfig.from_dict(values), key) == "some/where"
     unset = "" if key == "output" else " (leave it out, or null, to unset it)"
     assert error({key: ""}) == f"run.json: {key} must not be empty{unset}"

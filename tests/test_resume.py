@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import REPO, default_sigint, tiny_config, write_corpus
@@ -163,6 +165,28 @@ def test_resume_refuses_changed_data(tmp_path):
         f"the training data of {corpus} changed since the checkpoint {checkpoint_dir(out)} "
         "was written; start a new run instead"
     )
+
+
+def test_a_distilling_run_resumes_and_refuses_another_teacher(corpus, trained_model, tmp_path):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(trained_model, teacher)
+    out = tmp_path / "model"
+    config = config_for(corpus, out, teacher=str(teacher), distill_weight=0.5)
+    run_killed(write_config(config, tmp_path / "c.json"), "SIGKILL")
+    ckpt = checkpoint_dir(out)
+    shutil.rmtree(teacher)
+    train(tiny_config(data=str(corpus), output=str(teacher), seed=99), progress=False)
+    with pytest.raises(TaggerError) as err:
+        train(resume=ckpt, progress=False)
+    assert str(err.value) == (
+        f"the teacher {teacher} (or the unlabeled text) changed since the checkpoint {ckpt} "
+        "was written; start a new run instead"
+    )
+    shutil.rmtree(teacher)
+    shutil.copytree(trained_model, teacher)
+    resumed = train(resume=ckpt, progress=False)
+    straight = train(replace(config, output=str(tmp_path / "straight")), progress=False)
+    assert_same_run(resumed, straight)
 
 
 def test_new_run_does_not_replace_a_checkpoint(corpus, tmp_path):
