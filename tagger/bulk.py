@@ -10,6 +10,11 @@ missing. A crashed worker's shard is rerun alone with ``--shard k``. Concatenati
 shards in order gives exactly what a single worker writes.
 
 Workers are local processes (``--workers N``) or, under torchrun, the ranks themselves.
+With ``--engine ray`` or ``--engine spark`` the rows are tagged on a Ray or Spark cluster
+instead (``tagger.ray``, ``tagger.spark``: N actors or partitions' tasks, retried by the
+engine when one dies) and stream back, in order, to this process, which writes the same
+shards, receipts and manifest: a shard is written only once all its rows came back, each
+checked against the row it is for.
 """
 
 from __future__ import annotations
@@ -21,14 +26,19 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from tagger.errors import TaggerError
 
 MANIFEST, LOCK = "manifest.json", ".manifest.lock"
 MANIFEST_VERSION = 1
+ENGINES = ("local", "ray", "spark")  # where the rows are tagged: processes here, or a cluster
+# Rows per Ray block or Spark partition of a cluster job: what the workers share out,
+# and what is tagged again when one dies.
+BLOCK_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class Job:
     device: str = "auto"
     threads: int | None = None
     min_confidence: float = 0.0  # entities below it are left out (tokens tagged O)
+    engine: str = "local"  # one of ENGINES; the records, and so the shards, are the same
+    address: str | None = None  # the cluster: a Ray address or a Spark master URL
 
     def shard_name(self, shard: int) -> str:
         return f"shard-{shard:05d}-of-{self.workers:05d}.jsonl"
@@ -59,6 +71,9 @@ def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> d
     if job.workers < 1:
         raise TaggerError(f"--workers must be at least 1, not {job.workers}")
     check_confidence(job.min_confidence, "--min-confidence")
+    engine = engine_module(job.engine)  # a missing extra is reported before anything else
+    if job.address is not None and engine is None:
+        raise TaggerError("--address names a cluster: give --engine ray or --engine spark")
     todo = list(range(job.workers)) if shards is None else shards
     for shard in todo:
         if not 0 <= shard < job.workers:
@@ -69,7 +84,9 @@ def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> d
         _clear(out)
     _make_output_dir(out)
     failed: dict[int, str] = {}
-    if len(todo) == 1:
+    if engine is not None:
+        failed = _run_on_cluster(job, todo, engine)
+    elif len(todo) == 1:
         tag_shard(job, todo[0])
     else:
         import multiprocessing
@@ -97,6 +114,25 @@ def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> d
 OWN_FILE = re.compile(
     r"\.?(manifest\.json|\.?manifest\.lock|shard-\d{5}-of-\d{5}\.jsonl(\.json)?)(\.tmp-.*)?"
 )
+
+
+def engine_module(engine: str):
+    """The module that tags on ``engine`` (None for ``local``); a missing package is one
+    error line naming the extra that installs it."""
+    import importlib
+
+    if engine not in ENGINES:
+        raise TaggerError(f"unknown --engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "local":
+        return None
+    try:
+        return importlib.import_module(f"tagger.{engine}")
+    except ModuleNotFoundError as err:
+        if (err.name or "").startswith("tagger"):
+            raise
+        raise TaggerError(
+            f"--engine {engine} needs the {err.name} package: pip install 'tagger[{engine}]'"
+        ) from None
 
 
 def check_output_dir(job: Job, overwrite: bool = False, every_shard: bool = True) -> Path:
@@ -183,7 +219,6 @@ def tag_shard(job: Job, shard: int) -> dict:
     """Tag one shard and write its output and receipt; what one worker does."""
     import torch
 
-    from tagger.io import write_atomic
     from tagger.predict import Tagger
 
     if job.threads:
@@ -193,6 +228,14 @@ def tag_shard(job: Job, shard: int) -> dict:
     started = time.perf_counter()
     tagger = Tagger.load(job.model, device=job.device)
     rows = _shard_rows(job, shard)
+    return _write_shard(job, shard, rows, _tag_rows(job, tagger, rows), started)
+
+
+def _write_shard(job: Job, shard: int, rows, lines: Iterator[str], started: float) -> dict:
+    """Write shard ``shard`` from its JSON ``lines`` (atomically: an exception while
+    they are made leaves no file), then its receipt, then the manifest."""
+    from tagger.io import write_atomic
+
     records = [0]
     digest = hashlib.sha256()
 
@@ -204,7 +247,7 @@ def tag_shard(job: Job, shard: int) -> dict:
 
     out = Path(job.output_dir)
     name = job.shard_name(shard)
-    write_atomic(counted(_tag_rows(job, tagger, rows)), out / name)
+    write_atomic(counted(lines), out / name)
     receipt = {
         "shard": shard,
         "file": name,
@@ -287,10 +330,12 @@ def _inputs(job: Job):
     return Dataset.from_dict({"file": files})
 
 
-def _shard_rows(job: Job, shard: int):
+def _shard_rows(job: Job, shard: int, inputs=None):
+    """The rows of shard ``shard`` of ``inputs`` (default: the job's, read now)."""
     from datasets.distributed import split_dataset_by_node
 
-    return split_dataset_by_node(_inputs(job), rank=shard, world_size=job.workers)
+    inputs = _inputs(job) if inputs is None else inputs
+    return split_dataset_by_node(inputs, rank=shard, world_size=job.workers)
 
 
 def _describe(rows) -> dict:
@@ -303,27 +348,186 @@ def _describe(rows) -> dict:
 def _tag_rows(job: Job, tagger, rows) -> Iterator[str]:
     """Output text of a shard, chunk by chunk: the records of ``tagger predict``'s JSON
     lines (entity scores included) with the row ``id`` or the ``file`` and ``line``."""
-    from tagger.predict import CHUNK_LINES, predict_lines, read_lines, tokens_record
+    from tagger.predict import CHUNK_LINES, read_lines
+    from tagger.runtime import trim_memory
 
     if "id" in rows.column_names:
         for start in range(0, len(rows), CHUNK_LINES):
             part = rows[start : start + CHUNK_LINES]
-            tokens = part["tokens"]
-            found = tagger.tag(tokens, min_confidence=job.min_confidence)
-            records = zip(part["id"], tokens, found.tags, found.entities)
-            yield "".join(
-                json.dumps({"id": i, **tokens_record(toks, tags, ents)}, ensure_ascii=False) + "\n"
-                for i, toks, tags, ents in records
-            )
+            found = token_records(tagger, part["tokens"], job.min_confidence)
+            yield "".join(_line({"id": i, **record}) for i, record in zip(part["id"], found))
         return
     folder = Path(job.source)
     for name in rows["file"]:
-        lineno = 0
-        lines = read_lines(folder / name, job.encoding)
-        for chunk in predict_lines(tagger, lines, "jsonl", min_confidence=job.min_confidence):
-            records = []
-            for line in chunk.splitlines():
-                lineno += 1
-                record = {"file": name, "line": lineno, **json.loads(line)}
-                records.append(json.dumps(record, ensure_ascii=False) + "\n")
-            yield "".join(records)
+        lines = enumerate(read_lines(folder / name, job.encoding), start=1)
+        while chunk := list(islice(lines, CHUNK_LINES)):
+            trim_memory()
+            found = text_records(tagger, [text for _, text in chunk], job.min_confidence)
+            yield "".join(
+                _line({"file": name, "line": n, **record}) for (n, _), record in zip(chunk, found)
+            )
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+# ------------------------------------------------------------------------ records
+
+
+def token_records(
+    tagger, sentences: Sequence[Sequence[str]], min_confidence: float = 0.0, batch_size: int = 256
+) -> list[dict]:
+    """The records of ``tagger predict --pretokenized`` (JSON lines): ``tokens``,
+    ``tags`` and ``entities`` with token offsets and scores."""
+    from tagger.predict import tokens_record
+
+    sentences = [list(tokens) for tokens in sentences]
+    found = tagger.tag(sentences, batch_size, min_confidence=min_confidence)
+    return [
+        tokens_record(tokens, tags, ents)
+        for tokens, tags, ents in zip(sentences, found.tags, found.entities)
+    ]
+
+
+def text_records(tagger, texts: Sequence[str], min_confidence: float = 0.0) -> list[dict]:
+    """The records of ``tagger predict`` (JSON lines) for raw texts: ``text`` and its
+    ``entities`` with character offsets and scores."""
+    from tagger.predict import text_record
+
+    spans = tagger.tag_docs(list(tagger.nlp.pipe(texts, batch_size=256)), min_confidence)
+    return [text_record(text, found) for text, found in zip(texts, spans)]
+
+
+def record_types() -> dict:
+    """The Arrow types of the columns ``arrow_records`` adds. An entity is a struct in
+    the key order of the JSON records, so Arrow, Parquet, Ray and Spark rows convert
+    back (``to_pylist``, ``Row.asDict(recursive=True)``) to the same dicts."""
+    import pyarrow as pa
+
+    entity = pa.struct(
+        [
+            ("text", pa.string()),
+            ("label", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+            ("score", pa.float64()),
+        ]
+    )
+    return {"tags": pa.list_(pa.string()), "entities": pa.list_(entity)}
+
+
+def record_columns(columns: Sequence[str], text_column: str = "text") -> list[str]:
+    """The columns ``arrow_records`` adds to a table with ``columns``: ``entities`` for
+    raw text in ``text_column``, else ``tags`` and ``entities`` for token lists in
+    ``tokens``."""
+    if text_column in columns:
+        return ["entities"]
+    if "tokens" in columns:
+        return ["tags", "entities"]
+    raise TaggerError(
+        f"no column {text_column!r} of raw text nor 'tokens' of token lists to tag "
+        f"(the columns are {', '.join(columns) or 'none'})"
+    )
+
+
+def arrow_records(
+    tagger, table, text_column: str = "text", min_confidence: float = 0.0, batch_size: int = 256
+):
+    """``table`` (a ``pyarrow.Table``) with the fields of the JSON-lines records added as
+    columns (``record_columns``, typed by ``record_types``; columns of those names are
+    replaced): what the Ray and Spark engines return. A null text or token list is
+    tagged as empty. ``batch_size``: token lists per forward pass."""
+    import pyarrow as pa
+
+    added = record_columns(table.column_names, text_column)
+    if added == ["entities"]:
+        texts = [text or "" for text in table.column(text_column).to_pylist()]
+        found = text_records(tagger, texts, min_confidence)
+    else:
+        sentences = [tokens or [] for tokens in table.column("tokens").to_pylist()]
+        found = token_records(tagger, sentences, min_confidence, batch_size)
+    table = table.drop_columns([name for name in added if name in table.column_names])
+    types = record_types()
+    for name in added:
+        values = pa.array([record[name] for record in found], type=types[name])
+        table = table.append_column(pa.field(name, types[name]), values)
+    return table
+
+
+# ------------------------------------------------------------------------ clusters
+
+
+def _run_on_cluster(job: Job, todo: list[int], engine) -> dict[int, str]:
+    """Tag the rows of the shards ``todo`` on ``engine``'s cluster and write each shard
+    from the records that stream back; returns the shards that failed, with why. The
+    input is read here (as ``tagger predict`` reads it), so files must fit in memory."""
+    import pyarrow as pa
+
+    from tagger.io import load_model
+
+    load_model(job.model)  # a damaged model folder: one error line, not one per worker
+    inputs = _inputs(job)
+    parts = [(shard, _shard_rows(job, shard, inputs)) for shard in todo]
+    tables = [_cluster_rows(job, rows) for _, rows in parts]
+    failed: dict[int, str] = {}
+    with engine.cluster(job):  # a cluster that cannot start is one error line
+        records = engine.job_records(job, pa.concat_tables(tables))
+        try:
+            for (shard, rows), table in zip(parts, tables):
+                if failed:
+                    failed[shard] = f"not tagged: shard {min(failed)} failed first"
+                    continue
+                keys = table.select(["id"] if "id" in table.column_names else ["file", "line"])
+                try:
+                    lines = _checked_lines(records, keys.to_pylist())
+                    _write_shard(job, shard, rows, lines, time.perf_counter())
+                except Exception as err:  # the cluster gave up, or returned the wrong rows
+                    failed[shard] = _first_line(err)
+        finally:
+            records.close()  # stops the cluster's work on an early exit
+    return failed
+
+
+def _cluster_rows(job: Job, rows):
+    """A shard's input rows as an Arrow table: a dataset's ``id`` and ``tokens``, or
+    each line of the text files with its ``file`` and ``line``."""
+    import pyarrow as pa
+
+    from tagger.predict import read_lines
+
+    if "id" in rows.column_names:
+        return pa.table({"id": list(rows["id"]), "tokens": list(rows["tokens"])})
+    columns: dict[str, list] = {"file": [], "line": [], "text": []}
+    for name in rows["file"]:
+        for n, text in enumerate(read_lines(Path(job.source) / name, job.encoding), start=1):
+            columns["file"].append(name)
+            columns["line"].append(n)
+            columns["text"].append(text)
+    return pa.table(
+        columns,
+        schema=pa.schema([("file", pa.string()), ("line", pa.int64()), ("text", pa.string())]),
+    )
+
+
+def _checked_lines(records: Iterator[dict], keys: list[dict]) -> Iterator[str]:
+    """The JSON lines of the next ``len(keys)`` records, each checked to be for the row
+    whose key (``id``, or ``file`` and ``line``) is due: a cluster that lost, repeated or
+    reordered rows stops the shard before it is written."""
+    for key in keys:
+        record = next(records, None)
+        if record is None:
+            raise TaggerError(f"the cluster returned no record for {_key(key)}")
+        if any(record.get(k) != v for k, v in key.items()):
+            raise TaggerError(f"the cluster returned {_key(record, key)} where {_key(key)} was due")
+        yield _line(record)
+
+
+def _key(record: dict, key: dict | None = None) -> str:
+    return ", ".join(f"{k} {record.get(k)!r}" for k in key or record)
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error's message (a cluster's errors carry tracebacks)."""
+    text = str(err).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(err).__name__

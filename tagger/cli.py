@@ -44,6 +44,12 @@ class Format(str, Enum):
     jsonl = "jsonl"
 
 
+class Engine(str, Enum):  # tagger.bulk.ENGINES
+    local = "local"
+    ray = "ray"
+    spark = "spark"
+
+
 def user_errors(command):
     """Turn ``TaggerError`` and any ``OSError`` (a full disk, a closed pipe, no
     permission) into one ``error: ...`` line on stderr and exit status 1, never a
@@ -457,8 +463,8 @@ def predict(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Bulk mode: worker processes, one shard each [default: 1; "
-            "under torchrun: one per rank]."
+            help="Bulk mode: workers (processes, Ray actors, local Spark threads), one shard "
+            "each [default: 1; under torchrun: one per rank]."
         ),
     ] = None,
     shard: Annotated[
@@ -467,6 +473,20 @@ def predict(
     split: Annotated[
         str | None,
         typer.Option(help="Bulk mode: tag the tokens of this split of the dataset INPUT."),
+    ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="Bulk mode: tag in local processes, or on a Ray or Spark cluster (--workers "
+            "actors or threads; the shards are written here)."
+        ),
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Bulk mode: the cluster to join: a Ray address, or a Spark master URL "
+            "[default: start a local one]."
+        ),
     ] = None,
     overwrite: Annotated[
         bool,
@@ -515,10 +535,14 @@ def predict(
             device,
             overwrite,
             min_confidence,
+            engine.value,
+            address,
         )
         return
     if workers is not None or shard is not None or split is not None:
         raise TaggerError("--workers, --shard and --split need --output-dir (bulk mode)")
+    if engine is not Engine.local or address is not None:
+        raise TaggerError("--engine and --address need --output-dir (bulk mode)")
 
     if html is not None and (pretokenized or output is not None):
         raise TaggerError("--html writes the page itself: drop --pretokenized and --output")
@@ -577,6 +601,66 @@ def _tag_file(
         lines = read_lines(source, encoding)
         for chunk in predict_lines(tagger, lines, fmt, pretokenized, scores, min_confidence):
             out.write(chunk)
+
+
+@app.command("serve")
+@user_errors
+def serve_command(
+    model: Annotated[
+        Path,
+        typer.Argument(help="Model folder (single or ensemble) or exported spaCy pipeline."),
+    ] = Path(DEFAULT_MODEL_DIR),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Server processes, each with its own copy of the model.")
+    ] = 1,
+    device: DeviceOpt = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Torch threads per worker [default: the cores shared by the workers]."),
+    ] = None,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(help="Milliseconds a request waits for others to share its model call."),
+    ] = 5.0,
+    max_batch_sentences: Annotated[
+        int, typer.Option(help="Most texts or token lists in one model call.")
+    ] = 64,
+    batching: Annotated[
+        bool, typer.Option(help="--no-batching: one model call per request (for comparison).")
+    ] = True,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Larger request bodies are refused (413).")
+    ] = 1_000_000,
+    max_texts: Annotated[
+        int, typer.Option(help="Most texts or token lists in one request (413 above).")
+    ] = 1000,
+    max_chars: Annotated[
+        int, typer.Option(help="Most characters in one request's texts or tokens (413 above).")
+    ] = 100_000,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a client may take to send its request body (408).")
+    ] = 10.0,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Serve a model over HTTP: POST /v1/entities, GET /v1/model, GET /health, and a page
+    at / to try it in a browser. Needs the serve extra: pip install "tagger[serve]"."""
+    from tagger.serve import Options
+    from tagger.serve.server import serve
+
+    options = Options(
+        device=device or "auto",
+        threads=threads,
+        batching=batching,
+        batch_wait_ms=batch_wait_ms,
+        max_batch_sentences=max_batch_sentences,
+        max_body_bytes=max_body_bytes,
+        max_texts=max_texts,
+        max_chars=max_chars,
+        body_timeout=body_timeout,
+    )
+    serve(model, host, port, workers, options, access_log)
 
 
 @app.command("export-spacy")
@@ -941,6 +1025,8 @@ def _bulk(
     device,
     overwrite,
     min_confidence=0.0,
+    engine="local",
+    address=None,
 ) -> None:
     """``predict --output-dir``: sharded bulk tagging (``tagger.bulk``)."""
     from tagger import bulk
@@ -950,6 +1036,8 @@ def _bulk(
     if world.distributed:  # under torchrun every rank tags its own shard
         if workers not in (None, world.size) or shard is not None:
             raise TaggerError("under torchrun the ranks are the workers: drop --workers/--shard")
+        if engine != "local":
+            raise TaggerError("under torchrun the ranks are the workers: drop --engine")
         workers, shard = world.size, world.rank
     job = bulk.Job(
         source=source,
@@ -960,6 +1048,8 @@ def _bulk(
         encoding=encoding,
         device=device or "auto",
         min_confidence=min_confidence,
+        engine=engine,
+        address=address,
     )
     manifest = bulk.run(job, None if shard is None else [shard], overwrite=overwrite)
     done = len(manifest["shards"])

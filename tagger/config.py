@@ -11,7 +11,7 @@ import reprlib
 import sys
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from tagger.errors import TaggerError
@@ -68,6 +68,12 @@ UNIT_FLOATS = (  # in [0, 1)
     "test_fraction",
 )
 NON_NEGATIVE_FLOATS = ("unk_replace", "lr_decay", "weight_decay", "clip")
+UNSETTABLE = ("max_vocab", "threads", "max_epochs", "patience")  # null is a valid value
+# The schedule the defaults were tuned with, on CoNLL-2003 (14,041 sentences: 439 updates
+# per epoch at batch 32). A corpus with fewer updates per epoch gets as many updates in
+# all, for patience and for the decay of the learning rate (``TrainConfig.scheduled``).
+SCHEDULE = {"max_epochs": 30, "patience": 5, "lr_decay": 0.05}
+REFERENCE_UPDATES = 439
 PATHS = (
     "data",
     "dev",
@@ -169,14 +175,14 @@ class TrainConfig:
     # optimisation
     optimizer: str = "adam"
     lr: float = 0.002
-    lr_decay: float = 0.05
+    lr_decay: float | None = None  # unset: SCHEDULE's, scaled to the corpus
     momentum: float = 0.9
     weight_decay: float = 0.0
     clip: float = 5.0
     ema_decay: float = 0.999
     batch_size: int = 32
-    max_epochs: int = 30
-    patience: int = 5
+    max_epochs: int | None = None  # unset: SCHEDULE's, scaled to the corpus
+    patience: int | None = None  # unset: SCHEDULE's, scaled to the corpus
     seed: int = 13
     ensemble: int = 1
     device: str = "auto"
@@ -204,7 +210,7 @@ class TrainConfig:
             if value is None:  # only where the type allows it (checked above)
                 continue
             if not low <= value <= high:
-                unset = "null (unset) or " if key in ("max_vocab", "threads") else ""
+                unset = "null (unset) or " if key in UNSETTABLE else ""
                 raise TaggerError(
                     f"{where}: {key} must be {unset}from {low} to {high}, not {short_repr(value)}"
                 )
@@ -218,6 +224,8 @@ class TrainConfig:
                 raise TaggerError(f"{where}: {key} must be in [0, 1), not {short_repr(value)}")
         for key in NON_NEGATIVE_FLOATS:
             value = getattr(self, key)
+            if value is None:  # lr_decay: unset
+                continue
             if not math.isfinite(value):
                 raise TaggerError(
                     f"{where}: {key} must be a finite number, 0 or more, not {short_repr(value)}"
@@ -281,6 +289,32 @@ class TrainConfig:
     def model(self) -> ModelConfig:
         """The fields the network is built from (see ``ModelConfig``)."""
         return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+
+    def scheduled(self, sentences: int) -> tuple[TrainConfig, str]:
+        """This config with the unset ``max_epochs``, ``patience`` and ``lr_decay`` set
+        for ``sentences`` training sentences per epoch, and a line that says so (empty
+        when nothing was unset). A corpus with fewer updates per epoch than
+        ``REFERENCE_UPDATES`` gets k times the epochs and patience, and 1/k the decay per
+        epoch, with k the ratio: the same number of updates and the same learning rate
+        after each of them as the tuned schedule. Larger corpora keep ``SCHEDULE``."""
+        unset = [key for key in SCHEDULE if getattr(self, key) is None]
+        if not unset:
+            return self, ""
+        updates = max(1, math.ceil(sentences / self.batch_size))
+        k = max(1.0, REFERENCE_UPDATES / updates)
+        scaled = {
+            "max_epochs": math.ceil(SCHEDULE["max_epochs"] * k),
+            "patience": math.ceil(SCHEDULE["patience"] * k),
+            "lr_decay": round(SCHEDULE["lr_decay"] / k, 6),
+        }
+        config = replace(self, **{key: scaled[key] for key in unset})
+        shown = ", ".join(f"{key} {getattr(config, key):g}" for key in unset)
+        why = (
+            f"{updates:,} updates per epoch, {k:.2f} x fewer than CoNLL-2003's"
+            if k > 1
+            else f"{updates:,} updates per epoch"
+        )
+        return config, f"schedule: {shown} ({why})"
 
     def reading(self) -> dict:
         """The options ``read_source`` reads this config's data with (``READING``)."""
@@ -378,14 +412,16 @@ HELP = {
     "decoder": "output layer: crf (valid tag sequences) or softmax",
     "optimizer": "adam or sgd",
     "lr": "learning rate",
-    "lr_decay": "learning rate schedule: lr / (1 + lr_decay * epoch)",
+    "lr_decay": "learning rate schedule: lr / (1 + lr_decay * epoch); unset: 0.05, "
+    "less per epoch for a small corpus (see max_epochs)",
     "momentum": "SGD momentum (sgd only)",
     "weight_decay": "L2 penalty on the weights",
     "clip": "clip the gradient norm to this (0 = off)",
     "ema_decay": "average the weights over ~1/(1-decay) steps; 0 = off",
     "batch_size": "sentences per batch",
-    "max_epochs": "most epochs",
-    "patience": "stop after this many epochs without dev F1 gain",
+    "max_epochs": "most epochs; unset: 30, or for a corpus with fewer updates per epoch than "
+    "CoNLL-2003 (439 at batch 32) as many epochs as give 30 of its epochs' updates",
+    "patience": "stop after this many epochs without dev F1 gain; unset: 5, scaled as max_epochs",
     "seed": "random seed: data order, initialisation and dropout",
     "ensemble": "train this many taggers (seeds seed, seed+1, ...) and average their scores",
     "device": "auto, cpu, cuda or cuda:N (auto = GPU when present)",

@@ -140,10 +140,16 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
     if config.unk_replace:
         train_enc = encoded["train"]
         counts = np.bincount(train_enc.type_words[train_enc.type_ids], minlength=len(vocab.words))
+        if vectors is not None:  # a word with a pretrained vector keeps it (word dropout only)
+            counts[[w in vectors.vectors for w in vocab.words]] = 0
         model.embedder.set_word_counts(torch.from_numpy(counts), config.unk_replace)
     distilled = None
     if config.teacher:
         encoded["train"], distilled = _distillation(config, data, vocab, device, say)
+    per_epoch = replay.new + replay.per_epoch if replay is not None else len(encoded["train"])
+    config, schedule = config.scheduled(per_epoch)
+    if schedule:
+        say(schedule)
     say(
         f"data: {', '.join(f'{s} {len(ds):,} sentences' for s, ds in data.items())}; "
         f"vocab: {len(vocab.words):,} words, {len(vocab.chars):,} chars, "

@@ -267,7 +267,9 @@ def test_every_kind_of_flag_reaches_the_config(recorded, tmp_path):
 def test_flag_values_are_validated(recorded):
     result = runner.invoke(app, ["train", "--patience", "0"])
     assert result.exit_code == 1 and recorded == []
-    assert result.stderr == "error: config: patience must be from 1 to 10000, not 0\n"
+    assert (
+        result.stderr == "error: config: patience must be null (unset) or from 1 to 10000, not 0\n"
+    )
 
 
 def test_resume_passes_only_the_flags_given(recorded, tmp_path, config_file):

@@ -71,7 +71,7 @@ def test_wrong_type(key, value, message):
         ("optimizer", "lbfgs", "config: optimizer must be one of adam, sgd, not 'lbfgs'"),
         ("unseen_labels", "drop", "config: unseen_labels must be one of error, O, not 'drop'"),
         ("hidden_size", 0, "config: hidden_size must be from 1 to 4096, not 0"),
-        ("max_epochs", -1, "config: max_epochs must be from 1 to 10000, not -1"),
+        ("max_epochs", -1, "config: max_epochs must be null (unset) or from 1 to 10000, not -1"),
         ("dropout", 1.0, "config: dropout must be in [0, 1), not 1.0"),
         ("word_dropout", -0.1, "config: word_dropout must be in [0, 1), not -0.1"),
         ("lr", 0, "config: lr must be a finite number > 0, not 0.0"),

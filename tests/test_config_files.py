@@ -10,6 +10,7 @@ import pytest
 from test_cli import TINY, assert_ok, assert_user_error, cli
 
 from tagger.config import HELP, TrainConfig, toml_template, tomllib  # tomli on 3.10
+from tagger.data import load_data
 from tagger.errors import TaggerError
 
 FIELDS = [f.name for f in fields(TrainConfig)]
@@ -33,8 +34,13 @@ def test_template_parses_back_to_the_defaults():
         "map_labels",
         "init_from",
         "replay",
+        "teacher",
+        "unlabeled",
         "max_vocab",
         "embeddings",
+        "lr_decay",
+        "max_epochs",
+        "patience",
         "threads",
     ]
 
@@ -80,7 +86,8 @@ def test_init_config_then_train_with_the_edited_file(tmp_path, tiny_corpus):
     assert_ok(cli("train", "--config", path, "--cell", "gru", "-q"))
     header = json.loads((tmp_path / "model" / "config.json").read_text())
     expected = TrainConfig(**{**edits, "cell": "gru"}, data=str(tiny_corpus))
-    assert TrainConfig.from_dict(header["config"]) == expected
+    sentences = len(load_data(tiny_corpus)["train"])  # the schedule left unset follows it
+    assert TrainConfig.from_dict(header["config"]) == expected.scheduled(sentences)[0]
     assert len((tmp_path / "model" / "epochs.jsonl").read_text().splitlines()) == 2
 
 

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 from test_cli import assert_user_error, cli
 
-from tagger.config import INT_RANGES, NON_NEGATIVE_FLOATS, PATHS, UNIT_FLOATS, TrainConfig
+from tagger.config import (
+    INT_RANGES,
+    NON_NEGATIVE_FLOATS,
+    PATHS,
+    UNIT_FLOATS,
+    UNSETTABLE,
+    TrainConfig,
+)
 from tagger.errors import TaggerError
 
 FIELDS = [f.name for f in fields(TrainConfig)]
@@ -47,7 +54,7 @@ def test_int_bounds(key):
     else:
         assert getattr(TrainConfig.from_dict({key: low}), key) == low
         assert getattr(TrainConfig.from_dict({key: high}), key) == high
-    unset = "null (unset) or " if key in ("max_vocab", "threads") else ""
+    unset = "null (unset) or " if key in UNSETTABLE else ""
     for value in (low - 1, high + 1, 10**12, -(10**30)):
         assert error({key: value}) == (
             f"run.json: {key} must be {unset}from {low} to {high}, not {value}"
@@ -55,7 +62,9 @@ def test_int_bounds(key):
 
 
 def test_int_bounds_examples():
-    assert error({"patience": 0}) == "run.json: patience must be from 1 to 10000, not 0"
+    assert error({"patience": 0}) == (
+        "run.json: patience must be null (unset) or from 1 to 10000, not 0"
+    )
     assert error({"hidden_size": 10**12}) == (
         "run.json: hidden_size must be from 1 to 4096, not 1000000000000"
     )
@@ -278,7 +287,7 @@ def test_from_file_json_troubles(tmp_path, text, fragment):
         ("lr = nan\n", ": lr must be a finite number > 0, not nan"),
         ("clip = inf\n", ": clip must be a finite number, 0 or more, not inf"),
         ("hidden_size = [1, 2]\n", ": hidden_size must be int, not [1, 2]"),
-        ("patience = 0\n", ": patience must be from 1 to 10000, not 0"),
+        ("patience = 0\n", ": patience must be null (unset) or from 1 to 10000, not 0"),
         ("[data]\nx = 1\n", ": data must be str or null, not {'x': 1}"),
         ("a = " + "[" * 5000 + "]" * 5000 + "\n", ": not valid TOML: "),
     ],
@@ -296,7 +305,10 @@ def test_from_file_toml_troubles(tmp_path, text, fragment):
     ("flags", "message"),
     [
         (["--lr", "nan"], "error: config: lr must be a finite number > 0, not nan"),
-        (["--patience", "0"], "error: config: patience must be from 1 to 10000, not 0"),
+        (
+            ["--patience", "0"],
+            "error: config: patience must be null (unset) or from 1 to 10000, not 0",
+        ),
     ],
 )
 def test_train_flags_are_validated_before_training(tmp_path, flags, message):

@@ -127,3 +127,21 @@ def test_training_with_vectors_covers_dev_words(tiny_corpus, tmp_path, capsys):
         if word != "zanzibar":
             np.testing.assert_allclose(weight[vocab.words.index(word)], vector, rtol=1e-5)
     assert json.loads((out / "config.json").read_text())["config"]["embeddings"] == str(path)
+
+
+def test_words_with_a_vector_are_never_replaced_by_unk(tiny_corpus, tmp_path):
+    """Rare-word replacement teaches the UNK row; a word with a pretrained vector keeps
+    its vector instead (word dropout still applies to it)."""
+    from tagger.training import build
+
+    path = tmp_path / "vectors.txt"
+    path.write_text("paris 1 2 3 4\nglobex 5 6 7 8\n", encoding="utf-8")
+    config = tiny_config(
+        data=str(tiny_corpus), embeddings=str(path), unk_replace=2.0, word_dropout=0.05
+    )
+    setup = build(config)
+    drop = setup.model.embedder.drop_prob
+    vocab = setup.vocab
+    assert float(drop[vocab.word_id("Paris")]) == pytest.approx(0.05)
+    assert float(drop[vocab.word_id("Globex")]) == pytest.approx(0.05)
+    assert float(drop[vocab.word_id("Tokyo")]) > 0.05  # no vector: replaced when rare

@@ -226,7 +226,7 @@ def test_newer_format_version_says_to_upgrade(model):
         ("lr", float("nan"), "lr must be a finite number > 0, not nan"),
         ("dropout", 1.5, "dropout must be in [0, 1), not 1.5"),
         ("cell", "tcn", "cell must be one of rnn, lstm, gru, not 'tcn'"),
-        ("patience", 0, "patience must be from 1 to 10000, not 0"),
+        ("patience", 0, "patience must be null (unset) or from 1 to 10000, not 0"),
         ("lang", "Klingon", "lang must be a spaCy language code such as en, de, zh or xx"),
         ("colour", "red", "unknown key 'colour'"),
         ("word_dim", "16", "word_dim must be int, not '16'"),

@@ -11,6 +11,7 @@ from conftest import conll_text, make_sentences, tiny_config, write_corpus
 from safetensors.torch import load_file
 
 from tagger import schemes
+from tagger.config import TrainConfig
 from tagger.data import decoded_tags, load_data
 from tagger.errors import TaggerError
 from tagger.training import fingerprint, train
@@ -55,10 +56,13 @@ def test_metrics_and_overrides(tiny_corpus, tmp_path):
     assert best["dev_f1"] == max(e["dev_f1"] for e in metrics["epochs"])
     assert metrics["test_f1"] == metrics["test"]["f1"]
     assert metrics["interrupted"] is False and metrics["parameters"] > 0
-    # lr decays as lr / (1 + decay * epoch) after each epoch.
-    assert metrics["epochs"][0]["lr"] == pytest.approx(0.02 / 1.05)
-    assert metrics["epochs"][1]["lr"] == pytest.approx(0.02 / 1.10)
+    # lr decays as lr / (1 + decay * epoch) after each epoch; the decay was left unset,
+    # so it is scaled to the corpus: 60 sentences, 8 updates an epoch.
     header = json.loads((path / "config.json").read_text())
+    decay = header["config"]["lr_decay"]
+    assert decay == pytest.approx(0.05 * 8 / 439, abs=1e-6)
+    assert metrics["epochs"][0]["lr"] == pytest.approx(0.02 / (1 + decay))
+    assert metrics["epochs"][1]["lr"] == pytest.approx(0.02 / (1 + 2 * decay))
     assert header["config"]["max_epochs"] == 2 and header["config"]["cell"] == "gru"
     data = load_data(tiny_corpus)
     assert header["data"]["fingerprint"] == fingerprint(
@@ -288,3 +292,22 @@ def test_unk_replace_follows_training_counts(tiny_corpus):
         assert emb.drop_prob[vocab.word_id(word)].item() == pytest.approx(expected), word
     assert emb.drop_prob[1].item() == pytest.approx(0.1)  # UNK itself: never counted
     assert emb.drops_words
+
+
+@pytest.mark.parametrize(
+    ("sentences", "batch_size", "expected"),
+    [
+        (14041, 32, (30, 5, 0.05)),  # CoNLL-2003, where the defaults were tuned
+        (60000, 32, (30, 5, 0.05)),  # larger: kept
+        (3000, 32, (141, 24, 0.010706)),  # 94 updates an epoch: 4.67 x the epochs
+        (3000, 10, (44, 8, 0.034169)),  # 300 updates
+    ],
+)
+def test_the_schedule_scales_with_the_updates_per_epoch(sentences, batch_size, expected):
+    config, line = TrainConfig(batch_size=batch_size).scheduled(sentences)
+    assert (config.max_epochs, config.patience, config.lr_decay) == expected
+    assert line.startswith("schedule: max_epochs ")
+    given = TrainConfig(max_epochs=3, patience=2, lr_decay=0.1)
+    assert given.scheduled(3000) == (given, "")
+    some, line = TrainConfig(max_epochs=3).scheduled(3000)
+    assert (some.max_epochs, some.patience) == (3, 24) and "max_epochs" not in line
