@@ -1,6 +1,9 @@
-"""tagger next to spaCy's own CPU NER, in one run: F1, training speed, prediction speed.
+"""tagger next to spaCy's own CPU NER, in one run: F1, training speed, prediction speed,
+for each precision tagger can predict in, and an ensemble of four against one model.
 
     python benchmarks/vs_spacy.py --model models/conll --data ../shared/data/conll2003
+    python benchmarks/vs_spacy.py --model models/conll --ensemble models/conll-ens4 --reuse
+    python benchmarks/vs_spacy.py --model models/conll --quick     # a smoke run, a minute
 
 spaCy's side is a blank English pipeline with spaCy's default ``ner`` component
 (``nlp.add_pipe("ner")``: transition-based parser over a HashEmbedCNN tok2vec), trained
@@ -10,13 +13,20 @@ on pre-tokenized ``Doc``s (tokenization not counted: our ``Tagger.predict`` on t
 lists, spaCy's ``ner.pipe`` on Docs) and on the raw test text, one detokenized sentence
 per line (tokenization counted: both ``nlp.pipe`` over the strings; ours is the exported
 pipeline of ``tagger export-spacy``). Both use ``--batch-size`` and the same threads.
-Run it alone on the machine.
+
+tagger runs in each precision (``Tagger.load(precision=...)``): fp32, bf16 where this CPU
+can run it at all, and auto (which is one of the two: the line says which and why); each
+with its test F1 and the share of test tokens whose tag equals fp32's. The ensemble rows
+time ``--ensemble`` (default: four copies of ``--model``, which predict as slowly as four
+members) against ``--model`` in each precision. The CPU's bf16/AMX flags are printed with
+the numbers. Run it alone on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -31,12 +41,17 @@ from spacy.util import minibatch
 
 import tagger
 from tagger.data import decoded_tags
+from tagger.model import Ensemble
+from tagger.runtime import cpu_bf16_speedup
 from tagger.spacy_component import build_pipeline, spacy_scores
 
 try:
     from predict_file import detokenize
 except ImportError:  # run as a module
     from benchmarks.predict_file import detokenize
+
+QUICK_TRAIN, QUICK_TEST = 1000, 300  # sentences of --quick
+BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def examples(nlp, dataset) -> list[Example]:
@@ -91,82 +106,170 @@ def timed(fn, repeat: int) -> float:
     return min(times)
 
 
+def time_tokens(model: tagger.Tagger, tokens: list, batch_size: int, repeat: int) -> float:
+    """``timed`` of ``model.predict`` on token lists."""
+    return timed(lambda: model.predict(tokens, batch_size=batch_size), repeat)
+
+
+def time_texts(nlp: spacy.Language, texts: list[str], batch_size: int, repeat: int) -> float:
+    """``timed`` of a spaCy pipeline over raw texts."""
+    return timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)), repeat)
+
+
+def cpu_flags() -> str:
+    """The CPU's model name and its bf16-related flags (/proc/cpuinfo), and what the
+    probe behind ``--precision auto`` found."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    flags = fields.get("flags", "").split()
+    shown = " ".join(f for f in sorted(set(flags)) if f.startswith("amx") or f in BF16_FLAGS)
+    speedup = cpu_bf16_speedup()
+    probe = "bf16 cannot run here" if speedup is None else f"bf16 ran {speedup:.2f}x fp32's speed"
+    return (
+        f"CPU: {fields.get('model name', '?')}; flags: {shown or 'none of ' + ' '.join(BF16_FLAGS)}"
+        f"; ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}; probe: {probe}"
+    )
+
+
+def precisions() -> list[str]:
+    """The precisions to time here: fp32, bf16 where this CPU can run it, and auto."""
+    return ["fp32", *(["bf16"] if cpu_bf16_speedup() is not None else []), "auto"]
+
+
+def agreement(tags: list[list[str]], reference: list[list[str]]) -> float:
+    """The share of tokens tagged as in ``reference``."""
+    pairs = [(a, b) for s, r in zip(tags, reference) for a, b in zip(s, r)]
+    return sum(a == b for a, b in pairs) / max(1, len(pairs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True, help="our trained model folder")
+    parser.add_argument("--ensemble", help="an ensemble model folder [default: 4 x --model]")
     parser.add_argument("--data", default="../shared/data/conll2003")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/vs_spacy"))
+    parser.add_argument("--out", type=Path, help="[default: benchmarks/out/vs_spacy(_quick)]")
     parser.add_argument("--reuse", action="store_true", help="load spaCy's model from --out")
     parser.add_argument("--spacy-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_TEST} test sentences, spaCy 1 epoch on {QUICK_TRAIN}, 1 repeat",
+    )
     args = parser.parse_args()
+    out = args.out or Path("benchmarks/out/vs_spacy" + ("_quick" if args.quick else ""))
 
     data = tagger.load_data(args.data)
+    train_words = sum(len(t) for t in data["train"]["tokens"])  # what our model trained on
+    if args.quick:
+        data = {
+            "train": data["train"].select(range(QUICK_TRAIN)),
+            "validation": data["validation"].select(range(QUICK_TEST)),
+            "test": data["test"].select(range(QUICK_TEST)),
+        }
+        args.spacy_epochs, args.repeat = 1, 1
     test = data["test"]
-    n_words = sum(len(t) for t in test["tokens"])
-    texts = [detokenize(t) for t in test["tokens"]]
+    tokens = list(test["tokens"])
+    n_words = sum(len(t) for t in tokens)
+    texts = [detokenize(t) for t in tokens]
     raw_words = sum(len(t.split()) for t in texts)
+    sp_train_words = sum(len(t) for t in data["train"]["tokens"])
 
-    spacy_dir = args.out / "spacy_ner"
+    spacy_dir = out / "spacy_ner"
     if args.reuse and spacy_dir.exists():
         sp = spacy.load(spacy_dir)
         sp_train = json.loads((spacy_dir / "train_seconds.json").read_text())["seconds"]
     else:
-        args.out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         sp, sp_train, _ = train_spacy(data, spacy_dir, args.spacy_epochs, args.patience, args.seed)
     sp_f1 = sp.evaluate(examples(sp, test))["ents_f"]
-
-    ours = tagger.Tagger.load(args.model, device="cpu")
-    ours_nlp = build_pipeline(ours)
-    our_f1 = spacy_scores(ours_nlp, test)["ents_f"]
-    our_train = [e["seconds"] for e in ours.metrics.get("epochs", [])]
-    train_words = sum(len(t) for t in data["train"]["tokens"])
-
-    tokens = test["tokens"]
     docs = [Doc(sp.vocab, words=w) for w in tokens]
     ner = sp.get_pipe("ner")
-    ours_tok = timed(lambda: ours.predict(tokens, batch_size=args.batch_size), args.repeat)
     sp_tok = timed(lambda: list(ner.pipe(docs, batch_size=args.batch_size)), args.repeat)
-    ours_raw = timed(lambda: list(ours_nlp.pipe(texts, batch_size=args.batch_size)), args.repeat)
-    sp_raw = timed(lambda: list(sp.pipe(texts, batch_size=args.batch_size)), args.repeat)
+    sp_raw = time_texts(sp, texts, args.batch_size, args.repeat)
 
-    def row(name, f1, train_s, tok_s, raw_s):
-        med = statistics.median(train_s) if train_s else float("nan")
-        return (
-            f"| {name} | {100 * f1:.2f} | {med:.1f} | {train_words / med:,.0f} | "
-            f"{n_words / tok_s:,.0f} | {raw_words / raw_s:,.0f} |"
+    rows, speeds, reference = [], {}, None
+    for name in precisions():
+        ours = tagger.Tagger.load(args.model, device="cpu", precision=name)
+        ours_nlp = build_pipeline(ours)
+        tags = ours.predict(tokens, batch_size=args.batch_size)
+        reference = reference or tags  # fp32 comes first
+        tok_s = time_tokens(ours, tokens, args.batch_size, args.repeat)
+        raw_s = time_texts(ours_nlp, texts, args.batch_size, args.repeat)
+        speeds[name] = (ours.precision, n_words / tok_s)
+        label = name if name != "auto" else f"auto = {ours.precision} ({ours.precision_reason})"
+        f1 = spacy_scores(ours_nlp, test)["ents_f"]
+        rows.append(
+            f"| tagger ({ours.config.cell}-{ours.config.decoder}) | {label} | {100 * f1:.2f} | "
+            f"{100 * agreement(tags, reference):.2f} | {n_words / tok_s:,.0f} | "
+            f"{raw_words / raw_s:,.0f} | {sp_tok / tok_s:.2f}x | {sp_raw / raw_s:.2f}x |"
+        )
+    rows.append(
+        f"| spaCy ner (default CPU) | fp32 | {100 * sp_f1:.2f} | | {n_words / sp_tok:,.0f} | "
+        f"{raw_words / sp_raw:,.0f} | 1.00x | 1.00x |"
+    )
+
+    single = tagger.Tagger.load(args.model, device="cpu", precision="fp32")
+    if args.ensemble:
+        ensemble = tagger.Tagger.load(args.ensemble, device="cpu", precision="fp32")
+        what = f"{args.ensemble} ({len(ensemble.model.members)} members)"
+    else:
+        members = [single.model] * 4
+        ensemble = tagger.Tagger(
+            Ensemble.of(members, single.config.model, single.vocab), single.config, single.vocab
+        )
+        what = f"4 copies of {args.model}"
+    ensemble_rows = []
+    for name, (mode, one_speed) in speeds.items():
+        timed_one = tagger.Tagger(ensemble.model, ensemble.config, ensemble.vocab, precision=mode)
+        seconds = time_tokens(timed_one, tokens, args.batch_size, args.repeat)
+        ensemble_rows.append(
+            f"| {name} ({mode}) | {one_speed:,.0f} | {n_words / seconds:,.0f} | "
+            f"{one_speed * seconds / n_words:.2f}x |"
         )
 
+    our_train = [e["seconds"] for e in single.metrics.get("epochs", [])]
+
+    def train_row(name, seconds, words):
+        med = statistics.median(seconds) if seconds else float("nan")
+        return f"| {name} | {med:.1f} | {words / med:,.0f} |"
+
     lines = [
+        cpu_flags(),
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         f"test split: {len(tokens):,} sentences, {n_words:,} tokens; batch {args.batch_size}; "
-        f"torch threads {torch.get_num_threads()}; best of {args.repeat} timed runs",
+        f"best of {args.repeat} timed runs" + (" (--quick)" if args.quick else ""),
         "",
-        "| system | test F1 | train s/epoch (median) | train words/s | predict words/s "
-        "(pre-tokenized) | predict words/s (raw text) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        row(
-            f"tagger ({ours.config.cell}-{ours.config.decoder})",
-            our_f1,
-            our_train,
-            ours_tok,
-            ours_raw,
-        ),
-        row("spaCy ner (default CPU)", sp_f1, sp_train, sp_tok, sp_raw),
-        "| tagger vs spaCy (F1 difference, time and speed ratios) | "
-        f"{100 * (our_f1 - sp_f1):+.2f} | "
-        f"{statistics.median(our_train) / statistics.median(sp_train):.2f} | | "
-        f"{sp_tok / ours_tok:.2f} | {sp_raw / ours_raw:.2f} |",
+        "| system | precision | test F1 | tags = fp32's (%) | predict words/s (pre-tokenized) "
+        "| predict words/s (raw text) | vs spaCy (pre-tokenized) | vs spaCy (raw text) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+        f"ensemble: {what}; pre-tokenized, batch {args.batch_size}",
+        "",
+        "| precision | one model words/s | ensemble words/s | ensemble time / one model's |",
+        "| --- | ---: | ---: | ---: |",
+        *ensemble_rows,
+        "",
+        "| system | train s/epoch (median) | train words/s |",
+        "| --- | ---: | ---: |",
+        train_row(f"tagger ({single.config.cell}-{single.config.decoder})", our_train, train_words),
+        train_row("spaCy ner (default CPU)", sp_train, sp_train_words),
         "",
         f"peak RSS of this process (both systems loaded): "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
     ]
     table = "\n".join(lines)
-    (args.out / "vs_spacy.md").write_text(table + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vs_spacy.md").write_text(table + "\n")
     print(table)
 
 

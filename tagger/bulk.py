@@ -52,6 +52,7 @@ class Job:
     split: str | None = None  # a dataset split; None: ``source`` is a folder of text files
     encoding: str = "utf-8"
     device: str = "auto"
+    precision: str = "auto"  # tagger.runtime.PRECISIONS: each worker resolves it itself
     threads: int | None = None
     min_confidence: float = 0.0  # entities below it are left out (tokens tagged O)
     engine: str = "local"  # one of ENGINES; the records, and so the shards, are the same
@@ -67,13 +68,18 @@ def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> d
     An output folder holding another job's shards is replaced only with ``overwrite``
     (and only when every shard is run here); one holding other files never is."""
     from tagger.predict import check_confidence
+    from tagger.runtime import PRECISIONS, resolve_device, resolve_precision
 
     if job.workers < 1:
         raise TaggerError(f"--workers must be at least 1, not {job.workers}")
     check_confidence(job.min_confidence, "--min-confidence")
+    if job.precision not in PRECISIONS:
+        raise TaggerError(f"unknown --precision {job.precision!r}; use {', '.join(PRECISIONS)}")
     engine = engine_module(job.engine)  # a missing extra is reported before anything else
     if job.address is not None and engine is None:
         raise TaggerError("--address names a cluster: give --engine ray or --engine spark")
+    if engine is None and job.precision == "bf16":  # workers of this machine: fail once, now
+        resolve_precision(job.precision, resolve_device(job.device))
     todo = list(range(job.workers)) if shards is None else shards
     for shard in todo:
         if not 0 <= shard < job.workers:
@@ -226,7 +232,7 @@ def tag_shard(job: Job, shard: int) -> dict:
     elif job.workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
     started = time.perf_counter()
-    tagger = Tagger.load(job.model, device=job.device)
+    tagger = Tagger.load(job.model, device=job.device, precision=job.precision)
     rows = _shard_rows(job, shard)
     return _write_shard(job, shard, rows, _tag_rows(job, tagger, rows), started)
 

@@ -35,7 +35,8 @@ class TaggerBatch:
     """A callable class for ``Dataset.map_batches``: the model is loaded once per actor.
 
     ``batch_size`` is token lists per forward pass; ``threads`` the torch threads of the
-    actor (1 by default: Ray reserves one CPU per actor, and actors are the parallelism)."""
+    actor (1 by default: Ray reserves one CPU per actor, and actors are the parallelism);
+    ``precision`` is resolved by each actor on its own node (``Tagger.load``)."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class TaggerBatch:
         batch_size: int = 256,
         device: str = "auto",
         threads: int = 1,
+        precision: str = "auto",
     ) -> None:
         import torch
 
@@ -54,7 +56,7 @@ class TaggerBatch:
         self.text_column = text_column
         self.batch_size = batch_size
         torch.set_num_threads(threads)
-        self.tagger = Tagger.load(model_dir, device=device)
+        self.tagger = Tagger.load(model_dir, device=device, precision=precision)
 
     def __call__(self, batch) -> pa.Table:
         """Tag a batch (a ``pyarrow.Table``, a pandas ``DataFrame`` or a dict of numpy
@@ -85,11 +87,13 @@ def tag_dataset(
     threads: int = 1,
     batch_size: int = 256,
     batch_rows: int = BLOCK_ROWS,
+    precision: str = "auto",
 ) -> ray.data.Dataset:
     """``ds`` with the record columns added by a pool of ``concurrency`` ``TaggerBatch``
     actors of ``threads`` CPUs each, and one GPU each where ``device`` is ``cuda``, or
-    ``auto`` on a cluster that has GPUs; ``batch_rows`` rows per call of an actor.
-    ``model_dir`` must be readable on every node."""
+    ``auto`` on a cluster that has GPUs; ``batch_rows`` rows per call of an actor;
+    ``precision`` as ``TaggerBatch`` takes it. ``model_dir`` must be readable on every
+    node."""
     gpus = device == "cuda" or (
         device == "auto" and ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
     )
@@ -102,6 +106,7 @@ def tag_dataset(
             "batch_size": batch_size,
             "device": device,
             "threads": threads,
+            "precision": precision,
         },
         batch_size=batch_rows,
         batch_format="pyarrow",
@@ -143,6 +148,7 @@ def job_records(job: Job, table: pa.Table) -> Iterator[dict]:
         device=job.device,
         threads=job.threads or 1,
         batch_rows=BLOCK_ROWS,
+        precision=job.precision,
     )
     tagged.context.execution_options.preserve_order = True  # shards are in input order
     tagged.context.enable_progress_bars = False

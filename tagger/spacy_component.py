@@ -29,6 +29,7 @@ from tagger.data import decoded_tags
 from tagger.errors import TaggerError
 from tagger.io import CONFIG, METRICS, VOCAB, WEIGHTS, check_replaceable, write_dir_with
 from tagger.predict import Tagger, check_confidence
+from tagger.runtime import PRECISIONS
 
 ENTS_MODES = ("overwrite", "fill")
 # What ``predict`` finds in one doc: ``(start, end, label, confidence)`` per entity,
@@ -49,6 +50,7 @@ if not Span.has_extension("tagger_confidence"):
         "model": None,
         "ents_mode": "overwrite",
         "min_confidence": 0.0,
+        "precision": "auto",
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.tagger_confidence"],
@@ -60,11 +62,17 @@ def make_tagger_ner(
     model: str | None,
     ents_mode: str,
     min_confidence: float,
+    precision: str,
     scorer: Callable | None,
 ) -> "TaggerNER":
     """spaCy factory: ``nlp.add_pipe("tagger_ner", config={"model": "models/tagger"})``."""
     return TaggerNER(
-        name, model=model, ents_mode=ents_mode, min_confidence=min_confidence, scorer=scorer
+        name,
+        model=model,
+        ents_mode=ents_mode,
+        min_confidence=min_confidence,
+        precision=precision,
+        scorer=scorer,
     )
 
 
@@ -76,7 +84,9 @@ class TaggerNER(Pipe):
     fills it with ``from_disk``, so the folder named there must never be needed.
     ``ents_mode``: ``"overwrite"`` replaces the doc's entities, ``"fill"`` keeps them
     and adds ours only where they overlap none. ``min_confidence``: entities the model
-    gives a lower probability are not set (their tokens stay outside).
+    gives a lower probability are not set (their tokens stay outside). ``precision``:
+    ``auto``, ``fp32`` or ``bf16``, resolved where the model is loaded
+    (``Tagger.load``), so an exported pipeline picks what the machine it runs on does best.
     """
 
     def __init__(
@@ -86,16 +96,22 @@ class TaggerNER(Pipe):
         model: str | Path | None = None,
         ents_mode: str = "overwrite",
         min_confidence: float = 0.0,
+        precision: str = "auto",
         scorer: Callable | None = None,
     ) -> None:
         if ents_mode not in ENTS_MODES:
             raise TaggerError(
                 f"{name}: ents_mode must be one of {', '.join(ENTS_MODES)}, not {ents_mode!r}"
             )
+        if precision not in PRECISIONS:
+            raise TaggerError(
+                f"{name}: precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
+            )
         self.name = name
         self.model_path = Path(model) if model is not None else None
         self.ents_mode = ents_mode
         self.min_confidence = check_confidence(min_confidence, f"{name}: min_confidence")
+        self.precision = precision
         self.scorer = scorer
         self._tagger: Tagger | None = None
 
@@ -108,7 +124,7 @@ class TaggerNER(Pipe):
                     f"spaCy component {self.name!r} has no model: add it with "
                     f'config={{"model": "MODEL_FOLDER"}} or load a saved pipeline'
                 )
-            self._tagger = Tagger.load(self.model_path)
+            self._tagger = Tagger.load(self.model_path, precision=self.precision)
         return self._tagger
 
     @tagger.setter
@@ -185,7 +201,7 @@ class TaggerNER(Pipe):
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> "TaggerNER":
         """Load the model folder ``to_disk`` wrote (spaCy calls this in ``spacy.load``)."""
-        self._tagger = Tagger.load(path)
+        self._tagger = Tagger.load(path, precision=self.precision)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
@@ -208,7 +224,7 @@ class TaggerNER(Pipe):
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
-            self._tagger = Tagger.load(tmp)
+            self._tagger = Tagger.load(tmp, precision=self.precision)
         return self
 
 
@@ -248,7 +264,8 @@ def export_spacy(
     """
     out = Path(out_dir)
     check_replaceable(out, ("spacy",), overwrite, "output folder")
-    tagger = Tagger.load(model_dir)
+    # Only its files are written; the pipeline keeps precision "auto", for where it runs.
+    tagger = Tagger.load(model_dir, precision="fp32")
     nlp = build_pipeline(tagger, lang)
     cfg = tagger.config
     nlp.meta.update(

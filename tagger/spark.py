@@ -39,20 +39,24 @@ if TYPE_CHECKING:
     from tagger.bulk import Job
     from tagger.predict import Tagger
 
-_TAGGERS: dict[tuple[str, str], Tagger] = {}  # per Python process: (model folder, device)
+# per Python process: (model folder, device, precision)
+_TAGGERS: dict[tuple[str, str, str], Tagger] = {}
 
 
-def cached_tagger(model_dir: str, device: str = "auto", threads: int = 1) -> Tagger:
+def cached_tagger(
+    model_dir: str, device: str = "auto", threads: int = 1, precision: str = "auto"
+) -> Tagger:
     """The model in ``model_dir``, loaded on the first call in this process only (with
-    ``threads`` torch threads: a Spark executor runs one Python process per task slot)."""
-    key = (os.path.realpath(model_dir), device)
+    ``threads`` torch threads: a Spark executor runs one Python process per task slot),
+    in ``precision`` as resolved on the executor's machine."""
+    key = (os.path.realpath(model_dir), device, precision)
     if key not in _TAGGERS:
         import torch
 
         from tagger.predict import Tagger
 
         torch.set_num_threads(threads)
-        _TAGGERS[key] = Tagger.load(model_dir, device=device)
+        _TAGGERS[key] = Tagger.load(model_dir, device=device, precision=precision)
     return _TAGGERS[key]
 
 
@@ -64,11 +68,12 @@ def tag_batches(
     device: str = "auto",
     threads: int = 1,
     batch_size: int = 256,
+    precision: str = "auto",
 ) -> Iterator[pa.RecordBatch]:
     """The ``mapInArrow`` function: each batch of a partition with its record columns."""
     import pyarrow as pa
 
-    tagger = cached_tagger(model_dir, device, threads)
+    tagger = cached_tagger(model_dir, device, threads, precision)
     for batch in batches:
         table = pa.Table.from_batches([batch])
         tagged = arrow_records(tagger, table, text_column, min_confidence, batch_size)
@@ -84,10 +89,11 @@ def tag_dataframe(
     device: str = "auto",
     threads: int = 1,
     batch_size: int = 256,
+    precision: str = "auto",
 ) -> DataFrame:
     """``df`` with the record columns added (lazily, like any transformation). The
     model folder must be readable at ``model_dir`` on every executor; ``batch_size`` is
-    token lists per forward pass."""
+    token lists per forward pass; ``precision`` is resolved on each executor's machine."""
     from tagger.predict import check_confidence
 
     check_confidence(min_confidence)
@@ -105,6 +111,7 @@ def tag_dataframe(
         device=device,
         threads=threads,
         batch_size=batch_size,
+        precision=precision,
     )
     with _no_pandas_warning():
         return df.mapInArrow(tag, schema)
@@ -154,6 +161,7 @@ def job_records(job: Job, table: pa.Table) -> Iterator[dict]:
         min_confidence=job.min_confidence,
         device=job.device,
         threads=job.threads or 1,
+        precision=job.precision,
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         tagged.count()  # tags every partition at once; toLocalIterator runs one at a time

@@ -17,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by CLI subprocesses too
+# `auto` precision is fp32 here, as in training, so that scores compare with training's
+# and with fp32 sums on any CPU; tests/test_precision.py unsets it to test `auto` itself.
+os.environ.setdefault("TAGGER_PRECISION", "fp32")
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -163,9 +163,9 @@ def test_health_is_503_until_the_model_is_loaded(trained_model, monkeypatch):
     gate = threading.Event()
     real = app_module.load_served
 
-    def held_back(path, device):  # the real load, once the test lets it happen
+    def held_back(*args):  # the real load, once the test lets it happen
         assert gate.wait(60)
-        return real(path, device)
+        return real(*args)
 
     monkeypatch.setattr(app_module, "load_served", held_back)
     with client_for(trained_model) as client:

@@ -262,8 +262,12 @@ def test_bf16_autocast_path(tiny_corpus, tmp_path, monkeypatch):
         seen.append(device.type)
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
+    def bf16_mode(device):  # what the scorer's Tagger decodes in
+        seen.append(device.type)
+        return "bf16"
+
     monkeypatch.setattr(tagger.trainer, "autocast", bf16)
-    monkeypatch.setattr(tagger.predict, "autocast", bf16)
+    monkeypatch.setattr(tagger.predict, "training_precision", bf16_mode)
     config = tiny_config(data=str(tiny_corpus), max_epochs=8, output=str(tmp_path / "m"))
     path = train(config, progress=False)
     assert seen and set(seen) == {"cpu"}

@@ -26,6 +26,7 @@ class Options:
     """How a server runs: device and threads, batching, and the limits on a request."""
 
     device: str = "auto"
+    precision: str = "auto"  # tagger.runtime.PRECISIONS
     threads: int | None = None  # torch threads (None: torch's default)
     batching: bool = True  # False: one model call per request
     batch_wait_ms: float = 5.0  # how long the first request of a batch waits for others
@@ -37,6 +38,8 @@ class Options:
 
     def check(self) -> Options:
         """``self`` if every setting is in range; else one ``TaggerError`` naming the flag."""
+        from tagger.runtime import PRECISIONS
+
         counts = {
             "--max-batch-sentences": self.max_batch_sentences,
             "--max-body-bytes": self.max_body_bytes,
@@ -48,6 +51,10 @@ class Options:
                 raise TaggerError(f"{flag} must be 1 or more, not {value}")
         if self.threads is not None and self.threads < 1:
             raise TaggerError(f"--threads must be 1 or more, not {self.threads}")
+        if self.precision not in PRECISIONS:
+            raise TaggerError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
+            )
         if not (math.isfinite(self.batch_wait_ms) and 0 <= self.batch_wait_ms <= 1000):
             raise TaggerError(f"--batch-wait-ms must be from 0 to 1000, not {self.batch_wait_ms}")
         if not (math.isfinite(self.body_timeout) and self.body_timeout > 0):

@@ -100,7 +100,9 @@ def create_app(model: str | Path | ServedModel, options: Options | None = None) 
         state.batcher.start()
         if state.served is None:
             loop = asyncio.get_running_loop()
-            loading = loop.run_in_executor(executor, load_served, model, options.device)
+            loading = loop.run_in_executor(
+                executor, load_served, model, options.device, options.precision
+            )
             loading.add_done_callback(lambda done: _loaded(state, done))
         try:
             yield
@@ -191,7 +193,10 @@ def _loaded(state: ServerState, done: asyncio.Future) -> None:
     err = done.exception()
     if err is None:
         state.served = done.result()
-        logger.info("tagger: model %s loaded", state.served.path)
+        tagger = state.served.tagger
+        logger.info(
+            "tagger: model %s loaded; precision: %s", state.served.path, tagger.precision_note
+        )
     else:
         state.error = f"cannot load the model: {err}"
         if not isinstance(err, TaggerError):

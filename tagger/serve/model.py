@@ -72,15 +72,18 @@ class ServedModel:
                 key: metrics.get(key) for key in ("best_epoch", "dev_f1", "test_f1", "dev", "test")
             },
             "device": str(tagger.device),
+            "precision": tagger.precision,
+            "precision_reason": tagger.precision_reason,
         }
 
 
-def load_served(path: str | Path, device: str = "auto") -> ServedModel:
-    """The model at ``path``: a model folder (``Tagger.load``: one ``TaggerError`` line
-    for a missing or damaged one) or a spaCy pipeline folder holding a ``tagger_ner``."""
+def load_served(path: str | Path, device: str = "auto", precision: str = "auto") -> ServedModel:
+    """The model at ``path``, to run on ``device`` in ``precision``: a model folder
+    (``Tagger.load``: one ``TaggerError`` line for a missing or damaged one) or a spaCy
+    pipeline folder holding a ``tagger_ner``."""
     path = Path(path)
     if not all((path / name).is_file() for name in SPACY_FILES) or (path / CONFIG).exists():
-        tagger = Tagger.load(path, device=device)
+        tagger = Tagger.load(path, device=device, precision=precision)
         kind = "ensemble" if tagger.config.ensemble > 1 else "model"
         return ServedModel(tagger, tagger.nlp, path, kind, _version(path))
     import spacy
@@ -97,7 +100,7 @@ def load_served(path: str | Path, device: str = "auto") -> ServedModel:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise TaggerError(f"{path}: cannot load the spaCy pipeline ({reason})") from None
     folder = path / names[0]
-    tagger = Tagger.load(folder, device=device)
+    tagger = Tagger.load(folder, device=device, precision=precision)
     return ServedModel(tagger, nlp, path, "spacy", _version(folder))
 
 

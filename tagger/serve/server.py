@@ -49,7 +49,8 @@ def serve(
     if workers > 1 and options.threads is None:  # the cores shared, not oversubscribed
         share = max(1, (os.cpu_count() or 1) // workers)
         options = Options(**{**asdict(options), "threads": share})
-    served = load_served(model, options.device)  # a bad folder fails here, once
+    # a bad folder, or bf16 asked for where it cannot run, fails here, once
+    served = load_served(model, options.device, options.precision)
     check_address(host, port)
     settings = dict(host=host, port=port, access_log=access_log, timeout_graceful_shutdown=None)
     previous = signal.signal(signal.SIGTERM, _stopped)
