@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="requests per run")
     parser.add_argument("--quick", action="store_true", help="500 requests per run")
     parser.add_argument("--sentences", type=int, default=64, help="per request, second run")
+    parser.add_argument(
+        "--single-only", action="store_true", help="only the one-sentence runs (the speed-up)"
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     args = parser.parse_args()
     requests = 500 if args.quick else args.requests
@@ -138,7 +141,7 @@ def main() -> None:
             try:
                 warm, _ = bodies(1, WARM_UP)
                 asyncio.run(load(url, warm, args.clients))
-                for size in (1, args.sentences):
+                for size in (1,) if args.single_only else (1, args.sentences):
                     sent, words = bodies(size, requests)
                     before = model_calls(url)
                     latencies, errors, wall = asyncio.run(load(url, sent, args.clients))
