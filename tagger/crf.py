@@ -346,24 +346,26 @@ class CRF(nn.Module):
         teacher's marginals (``tagger.distill``). emissions (batch, seq_len, num_tags)
         and mask (batch, seq_len) -> (batch, seq_len, num_tags); 0 at padding."""
         self._validate(emissions, mask)
-        emissions = emissions / temperature
-        _, _, end = self._scores(temperature=temperature)
-        alphas = torch.stack(self._alphas(emissions, mask, False, temperature), 1)
-        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
-        betas = self._betas(emissions, mask, False, temperature)
+        alphas, betas, log_z = self._forward_backward(
+            emissions / temperature, mask, temperature, False
+        )
         return (alphas + betas - log_z[:, None, None]) * mask.unsqueeze(2)
 
     def _forward_backward(
-        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        temperature: float = 1.0,
+        fast: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward and backward variables (B, T, K) and log Z (B,), what prediction's
-        probabilities are read from; with ``log_sum_step``'s fast steps (training
-        differentiates ``_log_partition``, which keeps the log-sum-exp). The emissions
-        come already divided by ``temperature``; the transitions are divided here."""
+        """Forward and backward variables (B, T, K) and log Z (B,), what probabilities
+        are read from; with ``log_sum_step``'s fast steps for prediction, the plain
+        log-sum-exp where they are differentiated (``fast`` False). The emissions come
+        already divided by ``temperature``; the transitions are divided here."""
         _, _, end = self._scores(temperature=temperature)
-        alphas = torch.stack(self._alphas(emissions, mask, True, temperature), 1)
+        alphas = torch.stack(self._alphas(emissions, mask, fast, temperature), 1)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
-        return alphas, self._betas(emissions, mask, True, temperature), log_z
+        return alphas, self._betas(emissions, mask, fast, temperature), log_z
 
     def span_log_probs(
         self,
