@@ -205,6 +205,9 @@ def _allowed(enc: Encoded, partial: np.ndarray, tags: np.ndarray, mask: np.ndarr
     return allowed & mask[:, :, None]
 
 
+UNCUT = 32  # batches of up to this many sentences are not cut by length (_tight_chunks)
+
+
 def bucket_indices(
     lengths: np.ndarray,
     batch_size: int,
@@ -233,7 +236,13 @@ def _tight_chunks(order: np.ndarray, sorted_lengths: np.ndarray, batch_size: int
     """Cut length-sorted sentences into batches of at most ``batch_size`` whose longest
     sentence is at most 1.5x (+8 tokens) their shortest: the encoder runs over padding,
     so a few long sentences must not stretch a whole batch of short ones (prediction
-    calls get sentences of any mix of lengths). One step per batch, not per sentence."""
+    calls get sentences of any mix of lengths). One step per batch, not per sentence.
+
+    Up to ``UNCUT`` sentences stay one batch: there a time step costs about the same
+    for 2 sentences as for 16, so a cut only adds steps (16 CoNLL test sentences,
+    one thread: 27 ms cut into about 2 batches, 20 ms as one)."""
+    if len(order) <= min(UNCUT, batch_size):
+        return [order]
     chunks, start, n = [], 0, len(order)
     while start < n:
         limit = sorted_lengths[start] * 1.5 + 8

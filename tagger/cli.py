@@ -656,7 +656,10 @@ def serve_command(
     device: DeviceOpt = None,
     threads: Annotated[
         int | None,
-        typer.Option(help="Torch threads per worker [default: the cores shared by the workers]."),
+        typer.Option(
+            help="Torch threads per worker [default: the cores shared by the workers, "
+            "less one each for the event loop; at least 1]."
+        ),
     ] = None,
     batch_wait_ms: Annotated[
         float,

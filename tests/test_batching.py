@@ -9,6 +9,7 @@ import torch
 from tagger.batching import (
     CASINGS,
     MAX_WORD_CHARS,
+    UNCUT,
     bucket_batches,
     bucket_indices,
     casing,
@@ -231,3 +232,13 @@ def test_prediction_batches_keep_padding_tight():
         assert 1 <= len(chunk) <= 64
         assert lengths[chunk].max() <= 1.5 * lengths[chunk].min() + 8
     assert len(chunks) < 30  # ...without falling apart into tiny batches
+
+
+def test_small_prediction_batches_are_not_cut():
+    """Up to UNCUT sentences are one batch whatever their lengths (a cut only adds
+    time steps there); one more and the length rule cuts again."""
+    lengths = np.array([3] * (UNCUT - 1) + [120])
+    assert [sorted(c.tolist()) for c in bucket_indices(lengths, 64)] == [list(range(UNCUT))]
+    assert max(len(c) for c in bucket_indices(lengths, 8)) == 8  # batch_size still holds
+    more = np.append(lengths, 3)
+    assert len(bucket_indices(more, 64)) == 2

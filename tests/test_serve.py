@@ -34,6 +34,7 @@ from tagger.serve import app as app_module  # noqa: E402
 from tagger.serve.app import create_app  # noqa: E402
 from tagger.serve.batcher import Batcher  # noqa: E402
 from tagger.serve.model import TEXTS, TOKENS, load_served  # noqa: E402
+from tagger.serve.server import default_threads  # noqa: E402
 
 TEXTS_IN = [
     "John Smith visited Paris on Monday.",
@@ -538,7 +539,8 @@ def test_two_workers_each_with_a_model(trained_model, good_answer, tmp_path):
                 answer = client.get("/v1/model")
                 if answer.status_code == 200:
                     pids.add(answer.json()["server"]["pid"])
-                    assert answer.json()["server"]["options"]["threads"] >= 1
+                    threads = answer.json()["server"]["options"]["threads"]
+                    assert threads == default_threads(2) >= 1
         assert len(pids) == 2 and proc.pid not in pids
         for _ in range(4):
             assert httpx.post(f"{url}/v1/entities", json=GOOD).json() == good_answer
