@@ -3,8 +3,9 @@
 The input is a dataset split (a hub id or a CoNLL folder, as for training; its ``tokens``
 are tagged) or a folder of raw text files (tagged line by line, like ``tagger predict``).
 It is cut into contiguous shards with ``datasets.distributed.split_dataset_by_node``;
-worker k tags shard k and writes ``shard-0000k-of-0000N.jsonl`` (atomically, then a small
-``.json`` receipt). Every worker then rebuilds ``manifest.json`` from the receipts it
+worker k tags shard k and writes ``shard-0000k-of-0000N.jsonl`` (or ``.parquet``: the
+same records as Arrow rows, typed by ``record_types``) atomically, then a small ``.json``
+receipt. Every worker then rebuilds ``manifest.json`` from the receipts it
 finds, under a file lock, so the manifest says which shards are done and which are
 missing. A crashed worker's shard is rerun alone with ``--shard k``. Concatenating the
 shards in order gives exactly what a single worker writes.
@@ -36,6 +37,7 @@ from tagger.errors import TaggerError
 MANIFEST, LOCK = "manifest.json", ".manifest.lock"
 MANIFEST_VERSION = 1
 ENGINES = ("local", "ray", "spark")  # where the rows are tagged: processes here, or a cluster
+SHARD_FORMATS = ("jsonl", "parquet")
 # Rows per Ray block or Spark partition of a cluster job: what the workers share out,
 # and what is tagged again when one dies.
 BLOCK_ROWS = 2000
@@ -57,9 +59,10 @@ class Job:
     min_confidence: float = 0.0  # entities below it are left out (tokens tagged O)
     engine: str = "local"  # one of ENGINES; the records, and so the shards, are the same
     address: str | None = None  # the cluster: a Ray address or a Spark master URL
+    shard_format: str = "jsonl"  # one of SHARD_FORMATS
 
     def shard_name(self, shard: int) -> str:
-        return f"shard-{shard:05d}-of-{self.workers:05d}.jsonl"
+        return f"shard-{shard:05d}-of-{self.workers:05d}.{self.shard_format}"
 
 
 def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> dict:
@@ -73,6 +76,10 @@ def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> d
     if job.workers < 1:
         raise TaggerError(f"--workers must be at least 1, not {job.workers}")
     check_confidence(job.min_confidence, "--min-confidence")
+    if job.shard_format not in SHARD_FORMATS:
+        raise TaggerError(
+            f"unknown --shard-format {job.shard_format!r}; use {', '.join(SHARD_FORMATS)}"
+        )
     if job.precision not in PRECISIONS:
         raise TaggerError(f"unknown --precision {job.precision!r}; use {', '.join(PRECISIONS)}")
     engine = engine_module(job.engine)  # a missing extra is reported before anything else
@@ -118,7 +125,8 @@ def run(job: Job, shards: list[int] | None = None, overwrite: bool = False) -> d
 
 # What a bulk job writes in its folder (and the temporaries of those files).
 OWN_FILE = re.compile(
-    r"\.?(manifest\.json|\.?manifest\.lock|shard-\d{5}-of-\d{5}\.jsonl(\.json)?)(\.tmp-.*)?"
+    r"\.?(manifest\.json|\.?manifest\.lock|shard-\d{5}-of-\d{5}\.(jsonl|parquet)(\.json)?)"
+    r"(\.tmp-.*)?"
 )
 
 
@@ -194,7 +202,9 @@ def _other_job(out: Path, job: Job) -> str | None:
     mine = {"source": job.source, "split": job.split, "model": str(job.model)}
     mine["workers"] = job.workers
     mine["min_confidence"] = job.min_confidence
-    found = {"min_confidence": 0.0, **manifest}  # manifests from before the threshold
+    mine["shard_format"] = job.shard_format
+    # manifests from before the threshold and the Parquet shards
+    found = {"min_confidence": 0.0, "shard_format": "jsonl", **manifest}
     differ = [f"{k} {found.get(k)!r}" for k, v in mine.items() if found.get(k) != v]
     return ", ".join(differ) or None
 
@@ -239,21 +249,25 @@ def tag_shard(job: Job, shard: int) -> dict:
 
 def _write_shard(job: Job, shard: int, rows, lines: Iterator[str], started: float) -> dict:
     """Write shard ``shard`` from its JSON ``lines`` (atomically: an exception while
-    they are made leaves no file), then its receipt, then the manifest."""
+    they are made leaves no file), then its receipt, then the manifest. The receipt's
+    sha256 is of the file's bytes."""
     from tagger.io import write_atomic
 
     records = [0]
     digest = hashlib.sha256()
 
-    def counted(chunks: Iterator[str]) -> Iterator[str]:
+    def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
-            records[0] += chunk.count("\n")
-            digest.update(chunk.encode("utf-8"))
+            digest.update(chunk)
             yield chunk
 
     out = Path(job.output_dir)
     name = job.shard_name(shard)
-    write_atomic(counted(lines), out / name)
+    if job.shard_format == "parquet":
+        chunks = [_parquet_bytes(lines, records, tokens=job.split is not None)]
+    else:
+        chunks = (line.encode("utf-8") for line in _counting(lines, records))
+    write_atomic(counted(chunks), out / name)
     receipt = {
         "shard": shard,
         "file": name,
@@ -265,6 +279,42 @@ def _write_shard(job: Job, shard: int, rows, lines: Iterator[str], started: floa
     write_atomic([json.dumps(receipt, ensure_ascii=False) + "\n"], out / f"{name}.json")
     write_manifest(job)
     return receipt
+
+
+def _counting(chunks: Iterator[str], records: list[int]) -> Iterator[str]:
+    """``chunks`` of JSON lines, their lines counted in ``records[0]``."""
+    for chunk in chunks:
+        records[0] += chunk.count("\n")
+        yield chunk
+
+
+def _parquet_bytes(lines: Iterator[str], records: list[int], tokens: bool) -> bytes:
+    """A Parquet file of the records in ``lines``: for a dataset split (``tokens``) the
+    columns ``id``, ``tokens``, ``tags``, ``entities``; for text files ``file``,
+    ``line``, ``text``, ``entities``; typed by ``record_types`` so that every shard,
+    an empty one too, has the same schema."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = record_types()
+    if tokens:
+        keys = [("id", pa.int64()), ("tokens", pa.list_(pa.string())), ("tags", types["tags"])]
+    else:
+        keys = [("file", pa.string()), ("line", pa.int64()), ("text", pa.string())]
+    schema = pa.schema([*keys, ("entities", types["entities"])])
+    # split on "\n" only: a text may hold other line separators (U+2028...), which JSON
+    # lines keep as they are
+    rows = [
+        json.loads(line)
+        for chunk in _counting(lines, records)
+        for line in chunk.split("\n")
+        if line
+    ]
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
+    return buffer.getvalue()
 
 
 def write_manifest(job: Job) -> dict:
@@ -291,6 +341,7 @@ def write_manifest(job: Job) -> dict:
             "model_sha256": header["weights"]["sha256"],
             "workers": job.workers,
             "min_confidence": job.min_confidence,
+            "shard_format": job.shard_format,
             "complete": not missing,
             "missing": missing,
             "records": sum(s["records"] for s in shards),
@@ -301,13 +352,20 @@ def write_manifest(job: Job) -> dict:
 
 
 def concatenate(output_dir: str | Path) -> Iterator[str]:
-    """The lines of every shard, in order (what one worker would have written)."""
+    """The JSON lines of every shard, in order (what one worker would have written),
+    also from Parquet shards."""
     out = Path(output_dir)
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     if not manifest["complete"]:
         raise TaggerError(f"{out}: shards {manifest['missing']} are missing; rerun them")
     for shard in manifest["shards"]:
-        with open(out / shard["file"], encoding="utf-8") as fh:
+        path = out / shard["file"]
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            yield from map(_line, pq.read_table(path).to_pylist())
+            continue
+        with open(path, encoding="utf-8") as fh:
             yield from fh
 
 

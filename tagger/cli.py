@@ -50,6 +50,11 @@ class Engine(str, Enum):  # tagger.bulk.ENGINES
     spark = "spark"
 
 
+class ShardFormat(str, Enum):  # tagger.bulk.SHARD_FORMATS
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 class Precision(str, Enum):  # tagger.runtime.PRECISIONS
     auto = "auto"
     fp32 = "fp32"
@@ -475,7 +480,8 @@ def predict(
     output_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Bulk mode: write one JSON-lines shard per worker and a manifest.json here."
+            help="Bulk mode: write one shard per worker (JSON lines or Parquet) and a "
+            "manifest.json here."
         ),
     ] = None,
     workers: Annotated[
@@ -506,6 +512,12 @@ def predict(
             "[default: start a local one]."
         ),
     ] = None,
+    shard_format: Annotated[
+        ShardFormat,
+        typer.Option(
+            help="Bulk mode: write JSON-lines shards, or Parquet shards of the same records."
+        ),
+    ] = ShardFormat.jsonl,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -560,10 +572,13 @@ def predict(
             engine.value,
             address,
             precision.value,
+            shard_format.value,
         )
         return
     if workers is not None or shard is not None or split is not None:
         raise TaggerError("--workers, --shard and --split need --output-dir (bulk mode)")
+    if shard_format is not ShardFormat.jsonl:
+        raise TaggerError("--shard-format needs --output-dir (bulk mode)")
     if engine is not Engine.local or address is not None:
         raise TaggerError("--engine and --address need --output-dir (bulk mode)")
 
@@ -1071,6 +1086,7 @@ def _bulk(
     engine="local",
     address=None,
     precision="auto",
+    shard_format="jsonl",
 ) -> None:
     """``predict --output-dir``: sharded bulk tagging (``tagger.bulk``)."""
     from tagger import bulk
@@ -1095,6 +1111,7 @@ def _bulk(
         min_confidence=min_confidence,
         engine=engine,
         address=address,
+        shard_format=shard_format,
     )
     manifest = bulk.run(job, None if shard is None else [shard], overwrite=overwrite)
     done = len(manifest["shards"])

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import REPO
@@ -178,3 +179,63 @@ def test_bulk_under_torchrun_ranks_are_workers(single, tiny_corpus, trained_mode
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert list(bulk.concatenate(out)) == list(bulk.concatenate(single))
+
+
+def test_parquet_shards_hold_the_json_records(single, tiny_corpus, trained_model, tmp_path):
+    """``shard_format="parquet"``: each shard is a Parquet file of the same records, typed
+    the same in every shard; read back, the rows are the JSON-lines records, and a
+    manifest of JSON-lines shards is another job's."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "parquet"
+    manifest = bulk.run(job(tiny_corpus, trained_model, out, 2, shard_format="parquet"))
+    assert manifest["complete"] and manifest["shard_format"] == "parquet"
+    files = [out / s["file"] for s in manifest["shards"]]
+    assert [f.name for f in files] == [
+        "shard-00000-of-00002.parquet",
+        "shard-00001-of-00002.parquet",
+    ]
+    tables = [pq.read_table(f) for f in files]
+    assert tables[0].schema == tables[1].schema
+    assert tables[0].column_names == ["id", "tokens", "tags", "entities"]
+    rows = [row for table in tables for row in table.to_pylist()]
+    assert rows == [json.loads(line) for line in bulk.concatenate(single)]
+    assert list(bulk.concatenate(out)) == list(bulk.concatenate(single))
+    assert sum(s["records"] for s in manifest["shards"]) == len(rows)
+    with pytest.raises(TaggerError, match="another job .*shard_format 'parquet'"):
+        bulk.run(job(tiny_corpus, trained_model, out, 2))
+
+
+def test_parquet_shards_of_text_files(tmp_path, trained_model):
+    """Text files in Parquet shards: ``file``, ``line``, ``text``, ``entities``; a text
+    with a line separator other than newline stays one record, and a shard of an empty
+    file is a valid Parquet file with the same schema."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "texts"
+    src.mkdir()
+    (src / "a.txt").write_text("John Smith visited Paris .\nA\u2028B in Oslo .\n", encoding="utf-8")
+    (src / "b.txt").write_text("", encoding="utf-8")
+    out = tmp_path / "out"
+    shards = {}
+    for fmt in ("jsonl", "parquet"):
+        j = bulk.Job(str(src), str(out / fmt), str(trained_model), 2, device="cpu", threads=1)
+        manifest = bulk.run(replace(j, shard_format=fmt))
+        assert manifest["complete"] and manifest["records"] == 2
+        shards[fmt] = list(bulk.concatenate(out / fmt))
+    assert shards["parquet"] == shards["jsonl"]
+    first, empty = (
+        pq.read_table(out / "parquet" / f"shard-0000{k}-of-00002.parquet") for k in (0, 1)
+    )
+    assert first.column_names == ["file", "line", "text", "entities"]
+    assert empty.num_rows == 0 and empty.schema == first.schema
+    assert first.column("text").to_pylist()[1] == "A\u2028B in Oslo ."
+
+
+def test_shard_format_is_checked(tiny_corpus, trained_model, tmp_path):
+    with pytest.raises(TaggerError, match="unknown --shard-format 'csv'; use jsonl, parquet"):
+        bulk.run(job(tiny_corpus, trained_model, tmp_path / "x", 1, shard_format="csv"))
+    result = CliRunner().invoke(
+        app, ["predict", str(tiny_corpus), "-m", str(trained_model), "--shard-format", "parquet"]
+    )
+    assert result.exit_code == 1 and "--shard-format needs --output-dir" in result.output

@@ -69,8 +69,13 @@ def _same_records(got: list[dict], want: list[dict]) -> None:
     assert any(r["entities"] for r in want)
 
 
-def _local_run(source, model, out, workers: int, split: str | None = None) -> Path:
-    job = bulk.Job(str(source), str(out), str(model), workers, split, device="cpu", threads=1)
+def _local_run(
+    source, model, out, workers: int, split: str | None = None, shard_format: str = "jsonl"
+) -> Path:
+    job = bulk.Job(
+        str(source), str(out), str(model), workers, split, device="cpu", threads=1,
+        shard_format=shard_format,
+    )  # fmt: skip
     assert bulk.run(job)["complete"]
     return out
 
@@ -265,12 +270,17 @@ def _need_spark() -> None:
 
 def test_spark_command_writes_the_local_shards(trained_model, tiny_corpus, tmp_path):
     """``--engine spark`` starts Spark ``local[2,4]`` and writes, byte for byte, the
-    shards, receipts and manifest of ``--engine local``."""
+    shards, receipts and manifest of ``--engine local``: here Parquet shards."""
     _need_spark()
-    want = _local_run(tiny_corpus, trained_model, tmp_path / "local", 2, "train")
+    want = _local_run(tiny_corpus, trained_model, tmp_path / "local", 2, "train", "parquet")
     got = tmp_path / "spark"
     _command(str(tiny_corpus), "-m", str(trained_model), "--split", "train", "--output-dir",
-             str(got), "--engine", "spark", "--workers", "2")  # fmt: skip
+             str(got), "--engine", "spark", "--workers", "2",
+             "--shard-format", "parquet")  # fmt: skip
+    assert sorted(p.name for p in got.glob("*.parquet")) == [
+        "shard-00000-of-00002.parquet",
+        "shard-00001-of-00002.parquet",
+    ]
     _same_folders(got, want)
 
 
