@@ -3,6 +3,7 @@ optimizer step and the EMA update, then torch.profiler's top operators for some 
 of the first and the last epoch.
 
     python benchmarks/profile_train.py --data ../shared/data/conll2003 --epochs 3
+    python benchmarks/profile_train.py --data ../shared/data/conll2003 --precision bf16
 
 Same step as ``tagger.trainer.TrainingRun`` (same model, optimizer, batches); no checkpoints, no
 dev evaluation, so the numbers are the training step alone.
@@ -19,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from tagger.batching import bucket_batches
 from tagger.config import TrainConfig
-from tagger.runtime import set_threads
+from tagger.runtime import precision_autocast, set_threads
 from tagger.trainer import TrainingRun
 from tagger.training import build
 
@@ -30,19 +31,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--profile-steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (train's)")
     args = parser.parse_args()
-    config = TrainConfig(data=args.data, threads=args.threads)
+    config = TrainConfig(data=args.data, threads=args.threads, precision=args.precision)
     set_threads(config.threads)
     setup = build(config, print)
     run = TrainingRun(setup)  # the model, EMA, optimizer and random state a run uses
     model, ema, optimizer, rng = run.model, run.ema, run.optimizer, run.rng
     enc = setup.encoded["train"]
-    print(f"threads {torch.get_num_threads()}, batch {config.batch_size}")
+    print(f"threads {torch.get_num_threads()}, batch {config.batch_size}, {run.precision}")
 
     def step(batch, clock):
         t = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = model.loss(batch)
+        with precision_autocast(run.precision, setup.device):
+            loss = model.loss(batch)
         clock["forward"] += (t1 := time.perf_counter()) - t
         loss.backward()
         clock["backward"] += (t2 := time.perf_counter()) - t1

@@ -14,6 +14,11 @@ lists, spaCy's ``ner.pipe`` on Docs) and on the raw test text, one detokenized s
 per line (tokenization counted: both ``nlp.pipe`` over the strings; ours is the exported
 pipeline of ``tagger export-spacy``). Both use ``--batch-size`` and the same threads.
 
+Training speed: spaCy's epochs above against ``--train-epochs`` epochs of tagger's default
+config on the same train split, in fp32 and (where this CPU runs it) bf16 (``train
+--precision``), each the training step alone as ``TrainingRun.train_epoch`` runs it, no dev
+scoring, as on spaCy's side; with ``--reuse`` spaCy's epoch times are the earlier run's.
+
 tagger runs in each precision (``Tagger.load(precision=...)``): fp32, bf16 where this CPU
 can run it at all, and auto (which is one of the two: the line says which and why); each
 with its test F1 and the share of test tokens whose tag equals fp32's. The ensemble rows
@@ -33,6 +38,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import spacy
 import torch
 from spacy.tokens import Doc
@@ -40,10 +46,14 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 import tagger
+from tagger.config import TrainConfig
+from tagger.continued import _select
 from tagger.data import decoded_tags
 from tagger.model import Ensemble
 from tagger.runtime import cpu_bf16_speedup
 from tagger.spacy_component import build_pipeline, spacy_scores
+from tagger.trainer import TrainingRun
+from tagger.training import build
 
 try:
     from predict_file import detokenize
@@ -93,6 +103,27 @@ def train_spacy(data, out: Path, max_epochs: int, patience: int, seed: int) -> t
     nlp.to_disk(out)
     (out / "train_seconds.json").write_text(json.dumps({"seconds": seconds, "dev_f1": best}))
     return nlp, seconds, best
+
+
+def our_epochs(data: str, precision: str, epochs: int, seed: int, quick: bool) -> list[float]:
+    """Seconds of each of ``epochs`` training epochs of tagger's default config in
+    ``precision`` (fp32 or bf16): ``TrainingRun.train_epoch`` alone, no dev scoring."""
+    run = TrainingRun(build(TrainConfig(data=data, precision=precision, seed=seed).validate()))
+    train = run.epoch_sentences()
+    if quick:
+        train = _select(train, np.arange(QUICK_TRAIN))
+    seconds = []
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        run.train_epoch(epoch, progress=False, enc=train)
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def train_row(name: str, seconds: list[float], words: int, spacy_epoch: float) -> str:
+    """A row of the training table: median epoch, words/s, and the epoch against spaCy's."""
+    med = statistics.median(seconds)
+    return f"| {name} | {med:.1f} | {words / med:,.0f} | {med / spacy_epoch:.2f}x |"
 
 
 def timed(fn, repeat: int) -> float:
@@ -158,6 +189,9 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--train-epochs", type=int, default=3, help="tagger epochs timed per precision"
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument(
         "--quick",
@@ -168,20 +202,19 @@ def main() -> None:
     out = args.out or Path("benchmarks/out/vs_spacy" + ("_quick" if args.quick else ""))
 
     data = tagger.load_data(args.data)
-    train_words = sum(len(t) for t in data["train"]["tokens"])  # what our model trained on
     if args.quick:
         data = {
             "train": data["train"].select(range(QUICK_TRAIN)),
             "validation": data["validation"].select(range(QUICK_TEST)),
             "test": data["test"].select(range(QUICK_TEST)),
         }
-        args.spacy_epochs, args.repeat = 1, 1
+        args.spacy_epochs, args.repeat, args.train_epochs = 1, 1, 1
     test = data["test"]
     tokens = list(test["tokens"])
     n_words = sum(len(t) for t in tokens)
     texts = [detokenize(t) for t in tokens]
     raw_words = sum(len(t.split()) for t in texts)
-    sp_train_words = sum(len(t) for t in data["train"]["tokens"])
+    train_words = sum(len(t) for t in data["train"]["tokens"])  # both systems train on
 
     spacy_dir = out / "spacy_ner"
     if args.reuse and spacy_dir.exists():
@@ -236,11 +269,11 @@ def main() -> None:
             f"{one_speed * seconds / n_words:.2f}x |"
         )
 
-    our_train = [e["seconds"] for e in single.metrics.get("epochs", [])]
-
-    def train_row(name, seconds, words):
-        med = statistics.median(seconds) if seconds else float("nan")
-        return f"| {name} | {med:.1f} | {words / med:,.0f} |"
+    spacy_epoch = statistics.median(sp_train)
+    train_rows = []
+    for name in ["fp32", *(["bf16"] if cpu_bf16_speedup() is not None else [])]:
+        seconds = our_epochs(args.data, name, args.train_epochs, args.seed, args.quick)
+        train_rows.append(train_row(f"tagger ({name})", seconds, train_words, spacy_epoch))
 
     lines = [
         cpu_flags(),
@@ -259,10 +292,13 @@ def main() -> None:
         "| --- | ---: | ---: | ---: |",
         *ensemble_rows,
         "",
-        "| system | train s/epoch (median) | train words/s |",
-        "| --- | ---: | ---: |",
-        train_row(f"tagger ({single.config.cell}-{single.config.decoder})", our_train, train_words),
-        train_row("spaCy ner (default CPU)", sp_train, sp_train_words),
+        f"training: {args.train_epochs} epoch(s) of tagger's defaults per precision"
+        + (", spaCy's epochs from the --reuse'd run" if args.reuse else ""),
+        "",
+        "| system | train s/epoch (median) | train words/s | epoch / spaCy's |",
+        "| --- | ---: | ---: | ---: |",
+        *train_rows,
+        train_row("spaCy ner (default CPU)", sp_train, train_words, spacy_epoch),
         "",
         f"peak RSS of this process (both systems loaded): "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",

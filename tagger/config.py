@@ -38,6 +38,7 @@ CHOICES = {
     "unseen_labels": ("error", "O"),
     "data_format": ("auto", *DATA_FORMATS),
     "misaligned": ("error", "expand", "contract", "drop"),
+    "precision": ("auto", "fp32", "bf16"),
 }
 # Inclusive bounds of the integer fields: wide enough for any real run, narrow enough
 # that a typo (or a fuzzer) cannot ask for a terabyte of weights.
@@ -186,6 +187,7 @@ class TrainConfig:
     seed: int = 13
     ensemble: int = 1
     device: str = "auto"
+    precision: str = "auto"
     threads: int | None = None
     # after training
     calibrate: bool = True
@@ -425,6 +427,8 @@ HELP = {
     "seed": "random seed: data order, initialisation and dropout",
     "ensemble": "train this many taggers (seeds seed, seed+1, ...) and average their scores",
     "device": "auto, cpu, cuda or cuda:N (auto = GPU when present)",
+    "precision": "training's forward pass: auto (bf16 on a GPU that has it, fp32 on a CPU), "
+    "fp32, or bf16 (CPUs with AVX-512 BF16 or AMX; faster there, see the README)",
     "threads": "torch intra-op threads (unset = one per core)",
     "calibrate": "fit the confidence temperature on half the dev split after training",
     "output": "model folder to write",

@@ -88,7 +88,7 @@ class Tagger:
         self.precision, self.precision_reason = (
             resolve_precision(precision, self.device)
             if precision is not None
-            else (training_precision(self.device), "as in training")
+            else (training_precision(self.device, config.precision), "as in training")
         )
         # Divides every score where probabilities are read (never the tags chosen): the
         # calibration ``tagger calibrate`` fits and the model folder records.

@@ -42,10 +42,18 @@ PRECISION_ENV = "TAGGER_PRECISION"
 BF16_SPEEDUP = 1.2
 
 
-def training_precision(device: torch.device) -> str:
-    """The precision training runs in, and a ``Tagger`` made in code predicts in: bf16 on
-    GPUs that have it, else fp32. Fixed rather than timed, so that runs reproduce."""
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+def training_precision(device: torch.device, name: str = "auto") -> str:
+    """The precision training runs in (``TrainConfig.precision``), and a ``Tagger`` made in
+    code predicts in: ``auto`` is bf16 on GPUs that have it and fp32 on CPUs, fixed rather
+    than timed, so that runs reproduce and CPU figures stay comparable; ``bf16`` asked for
+    runs where ``resolve_precision`` allows it and is one ``TaggerError`` line elsewhere."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "bf16":
+        return resolve_precision("bf16", device)[0]
+    if name == "fp32":
+        return "fp32"
+    raise TaggerError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
 
 
 def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
@@ -136,11 +144,6 @@ def precision_autocast(mode: str, device: torch.device):
     if mode == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def autocast(device: torch.device):
-    """What training runs under on ``device``: ``training_precision``'s autocast."""
-    return precision_autocast(training_precision(device), device)
 
 
 def set_threads(threads: int | None) -> None:

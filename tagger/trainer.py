@@ -24,7 +24,7 @@ from tagger.distributed import SINGLE, World, gather, rank_batches
 from tagger.errors import TaggerError
 from tagger.evaluation import score
 from tagger.predict import Tagger
-from tagger.runtime import autocast
+from tagger.runtime import precision_autocast, training_precision
 
 if TYPE_CHECKING:
     from tagger.batching import Encoded
@@ -78,8 +78,10 @@ class TrainingRun:
         if config.ema_decay:
             self.ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(config.ema_decay))
         self.final_model = self.ema.module if self.ema is not None else model
+        # fp32 or bf16: what the forward pass of a step, and dev scoring, run in
+        self.precision = training_precision(setup.device, config.precision)
         # shares the module: scores exactly what predict() will give
-        self.scorer = Tagger(self.final_model, config, setup.vocab)
+        self.scorer = Tagger(self.final_model, config, setup.vocab)  # in self.precision
         self.optimizer = optimizer_for(config, model)
         self.net = model  # what computes the loss; DDP syncs the gradients of its module
         if setup.distilled is not None:
@@ -224,7 +226,7 @@ class TrainingRun:
         """One optimizer step on a batch of ``n`` sentences; returns its mean loss."""
         world = self.world
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.setup.device):
+        with precision_autocast(self.precision, self.setup.device):
             loss = self.net(batch)  # mean over this rank's sentences
         # DDP averages over ranks; weighting by n * ranks / global size makes that the
         # mean over the global batch even when the slices differ in size.

@@ -49,7 +49,7 @@ from tagger.io import (
 )
 from tagger.model import Ensemble, SequenceTagger
 from tagger.predict import Tagger
-from tagger.runtime import resolve_device, seed_everything, set_threads
+from tagger.runtime import resolve_device, seed_everything, set_threads, training_precision
 from tagger.trainer import TEACHER_PART, Diverged, TrainingRun
 from tagger.vocab import Vocab
 
@@ -96,6 +96,7 @@ def build(config: TrainConfig, say=lambda *_: None, world: World = SINGLE) -> Se
     device = resolve_device(config.device)
     if world.distributed:
         device = start_distributed(world, device)
+    training_precision(device, config.precision)  # bf16 where it cannot run: say so first
     data = load_data(
         config.data,
         scheme=config.scheme,

@@ -246,40 +246,54 @@ def _cpu_runs_bf16_lstm() -> bool:
     return True
 
 
-def test_bf16_autocast_path(tiny_corpus, tmp_path, monkeypatch):
-    """The GPU's bf16 autocast, exercised on the CPU (same autocast machinery): training
-    and decoding run under it, the CRF gets fp32 emissions, and the model still learns."""
+def test_bf16_training(tiny_corpus, tmp_path, monkeypatch):
+    """``precision="bf16"`` (``train --precision bf16``): the steps and dev scoring run
+    under CPU bf16 autocast, the CRF still gets fp32 emissions, the model learns, and
+    the config records it; ``auto`` stays fp32 on a CPU."""
     import torch
 
-    import tagger.predict
+    import tagger.runtime
     import tagger.trainer
+    from tagger.batching import encode, make_batch
+    from tagger.predict import Tagger
+    from tagger.training import build
 
     if not _cpu_runs_bf16_lstm():
         pytest.skip("this CPU (or ONEDNN_MAX_CPU_ISA) has no bf16 LSTM kernel for autocast")
     seen = []
+    real = tagger.runtime.precision_autocast
 
-    def bf16(device):
-        seen.append(device.type)
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+    def spy(mode, device):
+        seen.append(mode)
+        return real(mode, device)
 
-    def bf16_mode(device):  # what the scorer's Tagger decodes in
-        seen.append(device.type)
-        return "bf16"
-
-    monkeypatch.setattr(tagger.trainer, "autocast", bf16)
-    monkeypatch.setattr(tagger.predict, "training_precision", bf16_mode)
-    config = tiny_config(data=str(tiny_corpus), max_epochs=8, output=str(tmp_path / "m"))
+    monkeypatch.setattr(tagger.trainer, "precision_autocast", spy)
+    monkeypatch.setattr(tagger.predict, "precision_autocast", spy)
+    assert tagger.trainer.TrainingRun(build(tiny_config(data=str(tiny_corpus)))).precision == "fp32"
+    config = tiny_config(
+        data=str(tiny_corpus), max_epochs=8, precision="bf16", output=str(tmp_path / "m")
+    )
     path = train(config, progress=False)
-    assert seen and set(seen) == {"cpu"}
+    assert seen and set(seen) == {"bf16"}  # every step and every dev scoring
     assert metrics_of(path)["dev_f1"] > 0.9
+    saved = json.loads((path / "config.json").read_text())["config"]
+    assert saved["precision"] == "bf16"
+    tagger_model = Tagger.load(path, device="cpu", precision="bf16")
+    enc = encode(tagger_model.vocab, [["John", "Smith", "visited", "Paris", "."]])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        from tagger.batching import encode, make_batch
-        from tagger.predict import Tagger
-
-        tagger_model = Tagger.load(path, device="cpu")
-        enc = encode(tagger_model.vocab, [["John", "Smith", "visited", "Paris", "."]])
         emissions = tagger_model.model.emissions(make_batch(enc, np.arange(1)))
     assert emissions.dtype == torch.float32
+
+
+def test_bf16_training_where_it_cannot_run(tiny_corpus, tmp_path, monkeypatch):
+    """Asked for on a CPU without bf16 kernels: one error line, nothing written."""
+    import tagger.runtime
+
+    monkeypatch.setattr(tagger.runtime, "cpu_bf16_speedup", lambda: None)
+    config = tiny_config(data=str(tiny_corpus), precision="bf16", output=str(tmp_path / "m"))
+    with pytest.raises(TaggerError, match="precision bf16 asked for, but this CPU has no bf16"):
+        train(config, progress=False)
+    assert not (tmp_path / "m").exists()
 
 
 def test_unk_replace_follows_training_counts(tiny_corpus):

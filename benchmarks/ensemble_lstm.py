@@ -1,0 +1,86 @@
+"""Why an ensemble's members run one after another: their BiLSTMs as separate oneDNN
+calls against one grouped computation (all members' input projections in one product,
+then one batched matmul per time step for every member and direction).
+
+    python benchmarks/ensemble_lstm.py                  # 4 members, batch 256, 20 steps
+
+Prints milliseconds per batch for each thread count and precision (bf16 where this CPU
+runs it), for one model (two directions), the members in turn, and the grouped form,
+and checks that the grouped form computes the same hidden states. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from tagger.runtime import cpu_bf16_speedup
+
+
+def grouped_lstm(x: torch.Tensor, lstms: list[torch.nn.LSTM]) -> torch.Tensor:
+    """(B, T, I) through G one-layer LSTMs at once -> (G, B, T, H): one product for
+    every input projection, then per step one ``baddbmm`` over the G recurrent weights."""
+    w_ih = torch.stack([m.weight_ih_l0 for m in lstms])  # (G, 4H, I)
+    w_hh = torch.stack([m.weight_hh_l0 for m in lstms]).transpose(1, 2)  # (G, H, 4H)
+    bias = torch.stack([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms])  # (G, 4H)
+    pre = torch.einsum("bti,ghi->gtbh", x, w_ih) + bias[:, None, None, :]  # (G, T, B, 4H)
+    groups, steps, batch, hidden = len(lstms), x.size(1), x.size(0), w_hh.size(1)
+    h = x.new_zeros(groups, batch, hidden)
+    c = x.new_zeros(groups, batch, hidden)
+    out = []
+    for t in range(steps):
+        i, f, g, o = torch.baddbmm(pre[:, t], h, w_hh).chunk(4, 2)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        out.append(h)
+    return torch.stack(out, 2)
+
+
+def best(fn, repeat: int = 5) -> float:
+    """Best wall time of ``repeat`` calls, after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--input", type=int, default=160, help="the default model's")
+    parser.add_argument("--hidden", type=int, default=200, help="units per direction")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    lstms = [
+        torch.nn.LSTM(args.input, args.hidden, batch_first=True) for _ in range(2 * args.members)
+    ]
+    x = torch.randn(args.batch, args.steps, args.input)
+    with torch.inference_mode():
+        ref = torch.stack([m(x)[0] for m in lstms])
+        gap = (grouped_lstm(x, lstms) - ref).abs().max()
+        print(f"grouped vs oneDNN, largest difference: {gap:.1e}")
+    modes = ["fp32", *(["bf16"] if cpu_bf16_speedup() is not None else [])]
+    print("| threads | precision | one model ms | members in turn ms | grouped ms |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for mode in modes:
+            bf16 = mode == "bf16"
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                one = best(lambda: [m(x) for m in lstms[:2]])
+                turn = best(lambda: [m(x) for m in lstms])
+                grouped = best(lambda: grouped_lstm(x, lstms))
+            print(
+                f"| {threads} | {mode} | {1e3 * one:.1f} | {1e3 * turn:.1f} | {1e3 * grouped:.1f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
