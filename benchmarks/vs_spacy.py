@@ -266,7 +266,7 @@ def main() -> None:
         seconds = time_tokens(timed_one, tokens, args.batch_size, args.repeat)
         ensemble_rows.append(
             f"| {name} ({mode}) | {one_speed:,.0f} | {n_words / seconds:,.0f} | "
-            f"{one_speed * seconds / n_words:.2f}x |"
+            f"{n_words / seconds / one_speed:.2f}x |"
         )
 
     spacy_epoch = statistics.median(sp_train)
@@ -288,7 +288,7 @@ def main() -> None:
         "",
         f"ensemble: {what}; pre-tokenized, batch {args.batch_size}",
         "",
-        "| precision | one model words/s | ensemble words/s | ensemble time / one model's |",
+        "| precision | one model words/s | ensemble words/s | ensemble / one model (words/s) |",
         "| --- | ---: | ---: | ---: |",
         *ensemble_rows,
         "",

@@ -22,7 +22,6 @@ from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example
-from spacy.util import minibatch
 
 from tagger import __version__, schemes
 from tagger.data import decoded_tags
@@ -32,6 +31,11 @@ from tagger.predict import Tagger, check_confidence
 from tagger.runtime import PRECISIONS
 
 ENTS_MODES = ("overwrite", "fill")
+# ``pipe`` makes one model call per this many tokens at least: sorted by length, that many
+# sentences fill full batches of similar lengths, where 256 one-sentence docs (spaCy's
+# usual batch) cut into a few short, ragged ones (raw CoNLL-2003 test text: 3.6 s in
+# calls of 256 docs, 2.9 s in calls of 32k tokens, one thread).
+CALL_TOKENS = 32_768
 # What ``predict`` finds in one doc: ``(start, end, label, confidence)`` per entity,
 # ``start``/``end`` token indices into the doc (end exclusive), ``confidence`` the
 # probability of exactly that span with that label (``Tagger.tag``).
@@ -161,9 +165,11 @@ class TaggerNER(Pipe):
         return doc  # also when the handler let an error pass: a pipeline needs the doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        """Tag ``batch_size`` docs at a time with one model call over all their sentences."""
+        """Tag the docs with one model call over all the sentences of each group of at
+        least ``batch_size`` docs and ``CALL_TOKENS`` tokens (the stream's last group may
+        hold fewer); the docs come out in order, each group when it is tagged."""
         error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=batch_size):
+        for docs in _groups(stream, batch_size, CALL_TOKENS):
             try:
                 self.set_annotations(docs, self.predict(docs))
                 yield from docs
@@ -226,6 +232,20 @@ class TaggerNER(Pipe):
                 (Path(tmp) / name).write_bytes(data)
             self._tagger = Tagger.load(tmp, precision=self.precision)
         return self
+
+
+def _groups(stream: Iterable[Doc], docs: int, tokens: int) -> Iterator[list[Doc]]:
+    """The stream in consecutive lists of at least ``docs`` docs holding at least
+    ``tokens`` tokens (the last list whatever is left)."""
+    group, held = [], 0
+    for doc in stream:
+        group.append(doc)
+        held += len(doc)
+        if len(group) >= docs and held >= tokens:
+            yield group
+            group, held = [], 0
+    if group:
+        yield group
 
 
 # ---------------------------------------------------------------------- pipelines

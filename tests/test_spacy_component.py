@@ -104,7 +104,9 @@ def test_without_sentence_boundaries_the_doc_is_one_sentence(trained_model, tagg
     assert ents(doc) == expected and expected
 
 
-def test_pipe_equals_per_doc_with_one_model_call_per_batch(nlp, monkeypatch):
+def test_pipe_equals_per_doc_with_one_model_call_per_group(nlp, monkeypatch):
+    from tagger import spacy_component
+
     batch = texts()
     single = [nlp(text) for text in batch]
     tagger = nlp.get_pipe("tagger_ner").tagger
@@ -116,8 +118,17 @@ def test_pipe_equals_per_doc_with_one_model_call_per_batch(nlp, monkeypatch):
         return original(enc, *args, **kwargs)
 
     monkeypatch.setattr(tagger, "predict_encoded", counting)
+    assert len(list(nlp.pipe(batch, batch_size=8))) == 50
+    assert len(calls) == 1  # 50 short docs hold far fewer than CALL_TOKENS tokens
+    calls.clear()
+    n_tokens = sum(len(d) for d in single)
+    monkeypatch.setattr(spacy_component, "CALL_TOKENS", n_tokens // 2)
+    assert len(list(nlp.pipe(batch, batch_size=8))) == 50
+    assert len(calls) == 2  # half the tokens, then the rest
+    calls.clear()
+    monkeypatch.setattr(spacy_component, "CALL_TOKENS", 1)
     piped = list(nlp.pipe(batch, batch_size=8))
-    assert len(calls) == 7  # ceil(50 / 8): one forward pass per batch of docs
+    assert len(calls) == 7  # ceil(50 / 8): one forward pass per batch_size docs
     assert [d.text for d in piped] == batch
     assert [ents(d) for d in piped] == [ents(d) for d in single]
     assert sum(len(d.ents) for d in piped) > 40
