@@ -4,19 +4,24 @@ then one batched matmul per time step for every member and direction).
 
     python benchmarks/ensemble_lstm.py                  # 4 members, batch 256, 20 steps
 
-Prints milliseconds per batch for each thread count and precision (bf16 where this CPU
-runs it), for one model (two directions), the members in turn, and the grouped form,
-and checks that the grouped form computes the same hidden states. Run it alone.
+Prints milliseconds per batch (best of 5, the three ways taking turns) for each thread
+count and precision (bf16 where this CPU runs it): one model (two directions), the
+members in turn, and the grouped form; and checks that the grouped form computes the
+same hidden states. Run it alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from tagger.runtime import cpu_bf16_speedup
+
+try:
+    from score_cost import best_seconds
+except ImportError:  # run as a module
+    from benchmarks.score_cost import best_seconds
 
 
 def grouped_lstm(x: torch.Tensor, lstms: list[torch.nn.LSTM]) -> torch.Tensor:
@@ -36,17 +41,6 @@ def grouped_lstm(x: torch.Tensor, lstms: list[torch.nn.LSTM]) -> torch.Tensor:
         h = torch.sigmoid(o) * torch.tanh(c)
         out.append(h)
     return torch.stack(out, 2)
-
-
-def best(fn, repeat: int = 5) -> float:
-    """Best wall time of ``repeat`` calls, after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
@@ -74,9 +68,12 @@ def main() -> None:
         for mode in modes:
             bf16 = mode == "bf16"
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                one = best(lambda: [m(x) for m in lstms[:2]])
-                turn = best(lambda: [m(x) for m in lstms])
-                grouped = best(lambda: grouped_lstm(x, lstms))
+                ways = {
+                    "one": lambda: [m(x) for m in lstms[:2]],
+                    "turn": lambda: [m(x) for m in lstms],
+                    "grouped": lambda: grouped_lstm(x, lstms),
+                }
+                one, turn, grouped = best_seconds(ways, repeats=5).values()
             print(
                 f"| {threads} | {mode} | {1e3 * one:.1f} | {1e3 * turn:.1f} | {1e3 * grouped:.1f} |"
             )

@@ -45,15 +45,11 @@ BF16_SPEEDUP = 1.2
 def training_precision(device: torch.device, name: str = "auto") -> str:
     """The precision training runs in (``TrainConfig.precision``), and a ``Tagger`` made in
     code predicts in: ``auto`` is bf16 on GPUs that have it and fp32 on CPUs, fixed rather
-    than timed, so that runs reproduce and CPU figures stay comparable; ``bf16`` asked for
-    runs where ``resolve_precision`` allows it and is one ``TaggerError`` line elsewhere."""
+    than timed, so that runs reproduce and CPU figures stay comparable; ``fp32`` and ``bf16``
+    as ``resolve_precision`` has them (bf16 where it cannot run: one ``TaggerError`` line)."""
     if name == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if name == "bf16":
-        return resolve_precision("bf16", device)[0]
-    if name == "fp32":
-        return "fp32"
-    raise TaggerError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
+    return resolve_precision(name, device)[0]
 
 
 def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
