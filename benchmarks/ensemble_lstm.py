@@ -8,6 +8,11 @@ Prints milliseconds per batch (best of 5, the three ways taking turns) for each 
 count and precision (bf16 where this CPU runs it): one model (two directions), the
 members in turn, and the grouped form; and checks that the grouped form computes the
 same hidden states. Run it alone.
+
+It also prints the arithmetic that bounds any batching of the members: one model's
+LSTM GFLOP/s against a large matrix product's (what the CPU can do at best in that
+precision), and from it the most an ensemble's words/s can be against one model's if
+the members ran at that ceiling (the rest of the model not counted).
 """
 
 from __future__ import annotations
@@ -61,8 +66,15 @@ def main() -> None:
         gap = (grouped_lstm(x, lstms) - ref).abs().max()
         print(f"grouped vs oneDNN, largest difference: {gap:.1e}")
     modes = ["fp32", *(["bf16"] if cpu_bf16_speedup() is not None else [])]
-    print("| threads | precision | one model ms | members in turn ms | grouped ms |")
-    print("| ---: | --- | ---: | ---: | ---: |")
+    # FLOPs of one model: 2 directions x 2 per multiply-add, input and recurrent
+    # products of the 4 gates at every step.
+    flops = 2 * 2 * args.batch * args.steps * 4 * args.hidden * (args.input + args.hidden)
+    big = torch.randn(2048, 2048)
+    print(
+        "| threads | precision | one model ms | members in turn ms | grouped ms "
+        "| one model GFLOP/s | matmul GFLOP/s | ensemble bound |"
+    )
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for mode in modes:
@@ -72,10 +84,15 @@ def main() -> None:
                     "one": lambda: [m(x) for m in lstms[:2]],
                     "turn": lambda: [m(x) for m in lstms],
                     "grouped": lambda: grouped_lstm(x, lstms),
+                    "matmul": lambda: big @ big,
                 }
-                one, turn, grouped = best_seconds(ways, repeats=5).values()
+                one, turn, grouped, matmul = best_seconds(ways, repeats=5).values()
+            rate, peak = flops / one / 1e9, 2 * 2048**3 / matmul / 1e9
+            # members x the work at the ceiling: the ensemble's time against one model's
+            bound = one / (args.members * flops / (peak * 1e9))
             print(
-                f"| {threads} | {mode} | {1e3 * one:.1f} | {1e3 * turn:.1f} | {1e3 * grouped:.1f} |"
+                f"| {threads} | {mode} | {1e3 * one:.1f} | {1e3 * turn:.1f} | {1e3 * grouped:.1f} "
+                f"| {rate:.0f} | {peak:.0f} | {bound:.2f}x |"
             )
 
 

@@ -31,9 +31,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--profile-steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (train's)")
     args = parser.parse_args()
-    config = TrainConfig(data=args.data, threads=args.threads, precision=args.precision)
+    config = TrainConfig(
+        data=args.data,
+        threads=args.threads,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
     set_threads(config.threads)
     setup = build(config, print)
     run = TrainingRun(setup)  # the model, EMA, optimizer and random state a run uses

