@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--profile-steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--batch-size", type=int, help="[default: train's, by corpus size]")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (train's)")
     args = parser.parse_args()
     config = TrainConfig(
@@ -42,6 +42,7 @@ def main() -> None:
     )
     set_threads(config.threads)
     setup = build(config, print)
+    config = setup.config  # with the unset batch size and schedule filled in
     run = TrainingRun(setup)  # the model, EMA, optimizer and random state a run uses
     model, ema, optimizer, rng = run.model, run.ema, run.optimizer, run.rng
     enc = setup.encoded["train"]

@@ -12,12 +12,15 @@ here on the same train split (batch 128, early stopping on dev F1) and saved und
 on pre-tokenized ``Doc``s (tokenization not counted: our ``Tagger.predict`` on token
 lists, spaCy's ``ner.pipe`` on Docs) and on the raw test text, one detokenized sentence
 per line (tokenization counted: both ``nlp.pipe`` over the strings; ours is the exported
-pipeline of ``tagger export-spacy``). Both use ``--batch-size`` and the same threads.
+pipeline of ``tagger export-spacy``). Both use ``--batch-size`` and the same threads;
+every system is loaded first and then they are timed in turns, best of ``--repeat``
+each, so that the machine's drift over minutes falls on all of them alike.
 
 Training speed: spaCy's epochs above against ``--train-epochs`` epochs of tagger's default
 config on the same train split, in fp32 and (where this CPU runs it) bf16 (``train
---precision``), each the training step alone as ``TrainingRun.train_epoch`` runs it, no dev
-scoring, as on spaCy's side; with ``--reuse`` spaCy's epoch times are the earlier run's.
+--precision``) taking turns epoch by epoch, each the training step alone as
+``TrainingRun.train_epoch`` runs it, no dev scoring, as on spaCy's side; with ``--reuse``
+spaCy's epoch times are the earlier run's.
 
 tagger runs in each precision (``Tagger.load(precision=...)``): fp32, bf16 where this CPU
 can run it at all, and auto (which is one of the two: the line says which and why); each
@@ -30,6 +33,7 @@ the numbers. Run it alone on the machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -57,8 +61,10 @@ from tagger.training import build
 
 try:
     from predict_file import detokenize
+    from score_cost import best_seconds
 except ImportError:  # run as a module
     from benchmarks.predict_file import detokenize
+    from benchmarks.score_cost import best_seconds
 
 QUICK_TRAIN, QUICK_TEST = 1000, 300  # sentences of --quick
 BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -105,18 +111,25 @@ def train_spacy(data, out: Path, max_epochs: int, patience: int, seed: int) -> t
     return nlp, seconds, best
 
 
-def our_epochs(data: str, precision: str, epochs: int, seed: int, quick: bool) -> list[float]:
-    """Seconds of each of ``epochs`` training epochs of tagger's default config in
-    ``precision`` (fp32 or bf16): ``TrainingRun.train_epoch`` alone, no dev scoring."""
-    run = TrainingRun(build(TrainConfig(data=data, precision=precision, seed=seed).validate()))
-    train = run.epoch_sentences()
-    if quick:
-        train = _select(train, np.arange(QUICK_TRAIN))
-    seconds = []
+def our_epochs(
+    data: str, precisions: list[str], epochs: int, seed: int, quick: bool
+) -> dict[str, list[float]]:
+    """Seconds of each of ``epochs`` training epochs of tagger's default config in each
+    of ``precisions`` (fp32, bf16), the precisions taking turns epoch by epoch:
+    ``TrainingRun.train_epoch`` alone, no dev scoring."""
+    runs = {
+        name: TrainingRun(build(TrainConfig(data=data, precision=name, seed=seed).validate()))
+        for name in precisions
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in precisions}
     for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        run.train_epoch(epoch, progress=False, enc=train)
-        seconds.append(time.perf_counter() - t0)
+        for name, run in runs.items():
+            train = run.epoch_sentences()
+            if quick:
+                train = _select(train, np.arange(QUICK_TRAIN))
+            t0 = time.perf_counter()
+            run.train_epoch(epoch, progress=False, enc=train)
+            seconds[name].append(time.perf_counter() - t0)
     return seconds
 
 
@@ -126,25 +139,9 @@ def train_row(name: str, seconds: list[float], words: int, spacy_epoch: float) -
     return f"| {name} | {med:.1f} | {words / med:,.0f} | {med / spacy_epoch:.2f}x |"
 
 
-def timed(fn, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def time_tokens(model: tagger.Tagger, tokens: list, batch_size: int, repeat: int) -> float:
-    """``timed`` of ``model.predict`` on token lists."""
-    return timed(lambda: model.predict(tokens, batch_size=batch_size), repeat)
-
-
-def time_texts(nlp: spacy.Language, texts: list[str], batch_size: int, repeat: int) -> float:
-    """``timed`` of a spaCy pipeline over raw texts."""
-    return timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)), repeat)
+def run_pipe(nlp: spacy.Language, texts: list[str], batch_size: int) -> list:
+    """A spaCy pipeline over raw texts, to the last doc."""
+    return list(nlp.pipe(texts, batch_size=batch_size))
 
 
 def cpu_flags() -> str:
@@ -226,31 +223,40 @@ def main() -> None:
     sp_f1 = sp.evaluate(examples(sp, test))["ents_f"]
     docs = [Doc(sp.vocab, words=w) for w in tokens]
     ner = sp.get_pipe("ner")
-    sp_tok = timed(lambda: list(ner.pipe(docs, batch_size=args.batch_size)), args.repeat)
-    sp_raw = time_texts(sp, texts, args.batch_size, args.repeat)
 
-    rows, speeds, reference = [], {}, None
-    for name in precisions():
-        ours = tagger.Tagger.load(args.model, device="cpu", precision=name)
-        ours_nlp = build_pipeline(ours)
-        tags = ours.predict(tokens, batch_size=args.batch_size)
+    # Every system is loaded first and then timed in turns (best of --repeat each), so
+    # that the machine's drift over minutes falls on all of them alike.
+    ours = {
+        name: tagger.Tagger.load(args.model, device="cpu", precision=name) for name in precisions()
+    }
+    pipelines = {name: build_pipeline(model) for name, model in ours.items()}
+    pretokenized = {"spacy": lambda: list(ner.pipe(docs, batch_size=args.batch_size))}
+    raw = {"spacy": functools.partial(run_pipe, sp, texts, args.batch_size)}
+    for name, model in ours.items():
+        pretokenized[name] = functools.partial(model.predict, tokens, batch_size=args.batch_size)
+        raw[name] = functools.partial(run_pipe, pipelines[name], texts, args.batch_size)
+    tok_s = best_seconds(pretokenized, args.repeat)
+    raw_s = best_seconds(raw, args.repeat)
+
+    rows, modes, reference = [], {}, None
+    for name, model in ours.items():
+        tags = model.predict(tokens, batch_size=args.batch_size)
         reference = reference or tags  # fp32 comes first
-        tok_s = time_tokens(ours, tokens, args.batch_size, args.repeat)
-        raw_s = time_texts(ours_nlp, texts, args.batch_size, args.repeat)
-        speeds[name] = (ours.precision, n_words / tok_s)
-        label = name if name != "auto" else f"auto = {ours.precision} ({ours.precision_reason})"
-        f1 = spacy_scores(ours_nlp, test)["ents_f"]
+        modes[name] = model.precision
+        label = name if name != "auto" else f"auto = {model.precision} ({model.precision_reason})"
+        f1 = spacy_scores(pipelines[name], test)["ents_f"]
         rows.append(
-            f"| tagger ({ours.config.cell}-{ours.config.decoder}) | {label} | {100 * f1:.2f} | "
-            f"{100 * agreement(tags, reference):.2f} | {n_words / tok_s:,.0f} | "
-            f"{raw_words / raw_s:,.0f} | {sp_tok / tok_s:.2f}x | {sp_raw / raw_s:.2f}x |"
+            f"| tagger ({model.config.cell}-{model.config.decoder}) | {label} | {100 * f1:.2f} | "
+            f"{100 * agreement(tags, reference):.2f} | {n_words / tok_s[name]:,.0f} | "
+            f"{raw_words / raw_s[name]:,.0f} | {tok_s['spacy'] / tok_s[name]:.2f}x | "
+            f"{raw_s['spacy'] / raw_s[name]:.2f}x |"
         )
     rows.append(
-        f"| spaCy ner (default CPU) | fp32 | {100 * sp_f1:.2f} | | {n_words / sp_tok:,.0f} | "
-        f"{raw_words / sp_raw:,.0f} | 1.00x | 1.00x |"
+        f"| spaCy ner (default CPU) | fp32 | {100 * sp_f1:.2f} | | "
+        f"{n_words / tok_s['spacy']:,.0f} | {raw_words / raw_s['spacy']:,.0f} | 1.00x | 1.00x |"
     )
 
-    single = tagger.Tagger.load(args.model, device="cpu", precision="fp32")
+    single = ours["fp32"]
     if args.ensemble:
         ensemble = tagger.Tagger.load(args.ensemble, device="cpu", precision="fp32")
         what = f"{args.ensemble} ({len(ensemble.model.members)} members)"
@@ -260,19 +266,27 @@ def main() -> None:
             Ensemble.of(members, single.config.model, single.vocab), single.config, single.vocab
         )
         what = f"4 copies of {args.model}"
-    ensemble_rows = []
-    for name, (mode, one_speed) in speeds.items():
-        timed_one = tagger.Tagger(ensemble.model, ensemble.config, ensemble.vocab, precision=mode)
-        seconds = time_tokens(timed_one, tokens, args.batch_size, args.repeat)
-        ensemble_rows.append(
-            f"| {name} ({mode}) | {one_speed:,.0f} | {n_words / seconds:,.0f} | "
-            f"{n_words / seconds / one_speed:.2f}x |"
+    # Each precision's ensemble in turns with that precision's single model.
+    ways = {}
+    for name, mode in modes.items():
+        both = tagger.Tagger(ensemble.model, ensemble.config, ensemble.vocab, precision=mode)
+        ways[name] = pretokenized[name]
+        ways[f"{name} ensemble"] = functools.partial(
+            both.predict, tokens, batch_size=args.batch_size
         )
+    ens_s = best_seconds(ways, args.repeat)
+    ensemble_rows = [
+        f"| {name} ({mode}) | {n_words / ens_s[name]:,.0f} | "
+        f"{n_words / ens_s[f'{name} ensemble']:,.0f} | "
+        f"{ens_s[name] / ens_s[f'{name} ensemble']:.2f}x |"
+        for name, mode in modes.items()
+    ]
 
     spacy_epoch = statistics.median(sp_train)
     train_rows = []
-    for name in ["fp32", *(["bf16"] if cpu_bf16_speedup() is not None else [])]:
-        seconds = our_epochs(args.data, name, args.train_epochs, args.seed, args.quick)
+    trained = ["fp32", *(["bf16"] if cpu_bf16_speedup() is not None else [])]
+    epochs = our_epochs(args.data, trained, args.train_epochs, args.seed, args.quick)
+    for name, seconds in epochs.items():
         train_rows.append(train_row(f"tagger ({name})", seconds, train_words, spacy_epoch))
 
     lines = [

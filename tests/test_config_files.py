@@ -39,6 +39,7 @@ def test_template_parses_back_to_the_defaults():
         "max_vocab",
         "embeddings",
         "lr_decay",
+        "batch_size",
         "max_epochs",
         "patience",
         "threads",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -11,7 +12,7 @@ from conftest import conll_text, make_sentences, tiny_config, write_corpus
 from safetensors.torch import load_file
 
 from tagger import schemes
-from tagger.config import TrainConfig
+from tagger.config import REFERENCE_SENTENCES, TrainConfig
 from tagger.data import decoded_tags, load_data
 from tagger.errors import TaggerError
 from tagger.training import fingerprint, train
@@ -57,10 +58,10 @@ def test_metrics_and_overrides(tiny_corpus, tmp_path):
     assert metrics["test_f1"] == metrics["test"]["f1"]
     assert metrics["interrupted"] is False and metrics["parameters"] > 0
     # lr decays as lr / (1 + decay * epoch) after each epoch; the decay was left unset,
-    # so it is scaled to the corpus: 60 sentences, 8 updates an epoch.
+    # so it is scaled to the corpus: 60 sentences, 8 updates an epoch at batch 8.
     header = json.loads((path / "config.json").read_text())
     decay = header["config"]["lr_decay"]
-    assert decay == pytest.approx(0.05 * 8 / 439, abs=1e-6)
+    assert decay == pytest.approx(0.05 * 8 / math.ceil(REFERENCE_SENTENCES / 8), abs=1e-6)
     assert metrics["epochs"][0]["lr"] == pytest.approx(0.02 / (1 + decay))
     assert metrics["epochs"][1]["lr"] == pytest.approx(0.02 / (1 + 2 * decay))
     assert header["config"]["max_epochs"] == 2 and header["config"]["cell"] == "gru"
@@ -315,17 +316,21 @@ def test_unk_replace_follows_training_counts(tiny_corpus):
 @pytest.mark.parametrize(
     ("sentences", "batch_size", "expected"),
     [
-        (14041, 32, (30, 5, 0.05)),  # CoNLL-2003, where the defaults were tuned
-        (60000, 32, (30, 5, 0.05)),  # larger: kept
-        (3000, 32, (141, 24, 0.010706)),  # 94 updates an epoch: 4.67 x the epochs
-        (3000, 10, (44, 8, 0.034169)),  # 300 updates
+        (14041, None, (64, 30, 5, 0.05)),  # CoNLL-2003, where the defaults were tuned
+        (60000, None, (64, 30, 5, 0.05)),  # larger: kept
+        (9999, None, (32, 43, 8, 0.035649)),  # 313 updates against CoNLL-2003's 439
+        (10000, None, (64, 43, 8, 0.035682)),  # 157 against 220
+        (3000, None, (32, 141, 24, 0.010706)),  # 94 updates an epoch: 4.67 x the epochs
+        (3000, 64, (64, 141, 24, 0.010682)),  # 47 against 220: the same epochs
+        (3000, 10, (10, 141, 24, 0.010676)),  # 300 against 1,405
     ],
 )
 def test_the_schedule_scales_with_the_updates_per_epoch(sentences, batch_size, expected):
     config, line = TrainConfig(batch_size=batch_size).scheduled(sentences)
-    assert (config.max_epochs, config.patience, config.lr_decay) == expected
-    assert line.startswith("schedule: max_epochs ")
-    given = TrainConfig(max_epochs=3, patience=2, lr_decay=0.1)
+    assert (config.batch_size, config.max_epochs, config.patience, config.lr_decay) == expected
+    assert line.startswith("schedule: ")
+    assert ("batch_size" in line) == (batch_size is None) and "max_epochs" in line
+    given = TrainConfig(batch_size=32, max_epochs=3, patience=2, lr_decay=0.1)
     assert given.scheduled(3000) == (given, "")
-    some, line = TrainConfig(max_epochs=3).scheduled(3000)
+    some, line = TrainConfig(batch_size=32, max_epochs=3).scheduled(3000)
     assert (some.max_epochs, some.patience) == (3, 24) and "max_epochs" not in line
