@@ -309,8 +309,7 @@ class TrainConfig:
         unset = [key for key in ("batch_size", *SCHEDULE) if getattr(self, key) is None]
         if not unset:
             return self, ""
-        size = "large" if sentences >= LARGE_CORPUS else "small"
-        batch = self.batch_size or BATCH_SIZES[size]
+        batch = self.batch_size or BATCH_SIZES["large" if sentences >= LARGE_CORPUS else "small"]
         updates = max(1, math.ceil(sentences / batch))
         reference = math.ceil(REFERENCE_SENTENCES / batch)
         k = max(1.0, reference / updates)

@@ -385,8 +385,7 @@ class CRF(nn.Module):
 
         One forward-backward pass over the sentences that have spans only (trimmed to
         the longest of them), whatever the number of entities (``log_sum_step``):
-        together about twice a Viterbi pass. ``temperature``:
-        as in ``marginals``.
+        together about twice a Viterbi pass. ``temperature``: as in ``marginals``.
         """
         self._validate(emissions, mask, tags, spans=spans)
         if spans.size(0) == 0:

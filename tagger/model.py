@@ -449,10 +449,10 @@ class Ensemble(nn.Module):
     The members run one after another: their LSTMs are compute-bound on a CPU (one
     model's already run at a large matmul's rate: 145 against 150 GFLOP/s in fp32 on 2
     threads, ``benchmarks/ensemble_lstm.py``), and running them as one computation
-    measured slower there (one LSTM with block-diagonal
-    weights does 4x the FLOPs: 0.26x the speed; stacked embeddings, a grouped char CNN
-    and one projection: 0.83x; one batched matmul per time step for every member and
-    direction, two threads: 0.39x in fp32, 0.47x in bf16, ``benchmarks/ensemble_lstm.py``;
+    measured slower there (one LSTM with block-diagonal weights does 4x the FLOPs:
+    0.26x the speed; stacked embeddings, a grouped char CNN and one projection: 0.83x;
+    one batched matmul per time step for every member and direction, two threads: 0.39x
+    in fp32, 0.47x in bf16, ``benchmarks/ensemble_lstm.py``;
     the members in two threads of one core each: no faster than in turn on two cores),
     while ``torch.func.vmap`` has no batching rule for it.
     """
